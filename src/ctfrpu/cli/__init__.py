@@ -1,0 +1,1 @@
+"""Command line interface (click). One file per command group; ``main.py`` wires them."""

@@ -1,0 +1,5 @@
+"""`ctfrpu data ...` commands."""
+
+import click  # noqa: F401
+
+COMMANDS: list = []

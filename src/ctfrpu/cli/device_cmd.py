@@ -1,0 +1,5 @@
+"""`ctfrpu device ...` commands."""
+
+import click  # noqa: F401
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`ctfrpu report ...` commands."""
+
+import click  # noqa: F401
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`ctfrpu runs ...` commands."""
+
+import click  # noqa: F401
+
+COMMANDS: list = []

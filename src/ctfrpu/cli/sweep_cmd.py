@@ -1,0 +1,5 @@
+"""`ctfrpu sweep ...` commands."""
+
+import click  # noqa: F401
+
+COMMANDS: list = []

@@ -1,0 +1,5 @@
+"""`ctfrpu train ...` commands."""
+
+import click  # noqa: F401
+
+COMMANDS: list = []

@@ -1,0 +1,258 @@
+"""Run configuration: one validated object describes a run completely.
+
+A config is loaded from TOML, overridden by CLI flags (``section.key=value``), validated strictly
+(an unknown key or a bad value is a one-line :class:`CtfrpuError` naming the key) and stored,
+resolved, with every run. Its hash identifies the run for resumable sweeps.
+
+Sections mirror aihwkit's vocabulary where the meaning is the same (``update_management``,
+``update_bl_management``, ``inp_res``, ``out_res``, ``out_noise``); device parameters live in the
+device dataclasses (:mod:`ctfrpu.devices`) and are overridden here by name through
+``device.params``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import CtfrpuError
+from .units import parse_time
+
+DATASETS = ("mnist", "fashion", "synthetic")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+def _finite(v: float) -> float:
+    if v is not None and not math.isfinite(v):
+        raise ValueError("must be finite")
+    return v
+
+
+class DataConfig(_Strict):
+    dataset: Literal["mnist", "fashion", "synthetic"] = "mnist"
+    """Dataset: 'mnist', 'fashion' (Fashion-MNIST) or 'synthetic' (small generated 28x28 set for tests)."""
+    train_limit: int | None = Field(default=None, ge=1)
+    """Train on the first N samples of the shuffled training set only (quick looks); None = all."""
+    test_limit: int | None = Field(default=None, ge=1)
+    """Evaluate on the first N test samples only; None = all 10,000."""
+    val_size: int = Field(default=0, ge=0)
+    """Hold out this many training samples as a validation split (never the test set) for choices."""
+
+
+class ModelConfig(_Strict):
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    """Hidden layer sizes of the MLP (Gokmen-Vlasov: 784-256-128-10)."""
+    activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid"
+    """Hidden activation; the output is softmax with cross-entropy."""
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("hidden sizes must be a non-empty list of positive integers")
+        return v
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(default=0.01, gt=0)
+    """Learning rate of SGD (and of the pulsed update)."""
+    batch_size: int = Field(default=1, ge=1)
+    """Mini-batch size; analog layers apply the pulsed update sample by sample (as in hardware)."""
+    epochs: int = Field(default=20, ge=1)
+    """Number of passes over the training set."""
+
+    _f = field_validator("lr")(classmethod(lambda cls, v: _finite(v)))
+
+
+class DeviceConfig(_Strict):
+    kind: Literal["fp", "ideal", "ctf"] = "fp"
+    """'fp': floating-point weights (software baseline); 'ideal': constant-step device that
+    conserves program time (aihwkit ConstantStep); 'ctf': our CTF program-time model."""
+    params_file: str | None = None
+    """TOML/JSON file of device parameters (e.g. written by ``ctfrpu device fit``)."""
+    params: dict[str, float | int | bool | str] = Field(default_factory=dict)
+    """Overrides of device-dataclass fields by name, e.g. {dw_min = 0.002}; unknown names are errors."""
+
+
+class PulseConfig(_Strict):
+    n: int = Field(default=1000, ge=1)
+    """N: number of slots of each row/column pulse train (aihwkit's desired_bl)."""
+    gap: float = 1e-6
+    """t_gap: off time between successive slots, seconds (accepts '1us')."""
+    mode: Literal["on_time", "fixed_pw"] = "on_time"
+    """'on_time': fixed ON-time budget per train, pw = t_on / N (default; more pulses, shorter
+    pulses); 'fixed_pw': every pulse has width ``pw`` whatever N."""
+    t_on: float = 5e-3
+    """ON-time budget of one train in 'on_time' mode, seconds (our illustrative default)."""
+    pw: float = 5e-6
+    """Pulse width in 'fixed_pw' mode, seconds."""
+
+    @field_validator("gap", "t_on", "pw", mode="before")
+    @classmethod
+    def _time(cls, v: Any, info) -> float:
+        return parse_time(v, f"pulses.{info.field_name}")
+
+    @field_validator("gap")
+    @classmethod
+    def _gap(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("t_on", "pw")
+    @classmethod
+    def _pos(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+class UpdateConfig(_Strict):
+    mode: Literal["exact", "expected", "gaussian"] = "exact"
+    """'exact': pulse-exact stochastic update with per-cell pulse history (reference);
+    'expected': the noise-free mean update of the device (ablation: bias only);
+    'gaussian': expected update plus Gaussian noise of the exact mode's variance (ablation)."""
+    update_management: bool = True
+    """Rescale row/column probabilities by sqrt(max|d|/max|x|) so both use their range (aihwkit)."""
+    update_bl_management: bool = False
+    """Shorten the train when few pulses are needed (aihwkit); pw is kept, only slots are dropped."""
+    noise_scale: float = Field(default=1.0, ge=0)
+    """Multiplier of the Gaussian noise in 'gaussian' mode (1 = matched to the exact mode)."""
+
+
+class CompensationConfig(_Strict):
+    kind: Literal["none", "gain"] = "none"
+    """'none' or 'gain': pulse-train design compensation that raises the row/column gain A*B by
+    1/r_bar so the expected CTF update equals SGD (our rule; see ctfrpu.experiments.compensation)."""
+
+
+class IOConfig(_Strict):
+    inp_res: float = Field(default=0.0, ge=0)
+    """Input quantisation step (fraction of the input range); 0 = ideal (aihwkit inp_res)."""
+    out_res: float = Field(default=0.0, ge=0)
+    """Output quantisation step; 0 = ideal (aihwkit out_res)."""
+    out_noise: float = Field(default=0.0, ge=0)
+    """Std of additive Gaussian output noise of the analog MVM; 0 = ideal (aihwkit out_noise)."""
+
+
+class RunConfig(_Strict):
+    seed: int = Field(default=0, ge=0)
+    """The one seed from which every random draw of the run is derived."""
+    name: str | None = None
+    """Optional label of the run (not part of the hash)."""
+    sweep: str | None = None
+    """Name of the sweep this run belongs to (set by the sweep engine; not part of the hash)."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    pulses: PulseConfig = Field(default_factory=PulseConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
+    compensation: CompensationConfig = Field(default_factory=CompensationConfig)
+    io: IOConfig = Field(default_factory=IOConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded."""
+        d = self.to_dict()
+        d.pop("name", None)
+        d.pop("sweep", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# loading, overriding, error formatting
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"unknown config key '{loc}'"
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    value = first.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    return f"invalid config value for '{loc}': {msg}{shown}"
+
+
+def validate(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from a nested dict; one-line CtfrpuError on any problem."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise CtfrpuError(_format_validation_error(err)) from None
+    except CtfrpuError as err:  # from unit parsing inside validators
+        raise CtfrpuError(f"invalid config value: {err}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file into a dict; one-line errors for a missing file or bad syntax."""
+    p = Path(path)
+    if not p.is_file():
+        raise CtfrpuError(f"config file not found: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise CtfrpuError(f"{p}: invalid TOML: {err}") from None
+
+
+def parse_value(text: str) -> Any:
+    """Interpret a CLI override value: TOML scalar/array syntax if it parses, else the string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data['a']['b'] = value`` for ``dotted='a.b'`` (creating sections)."""
+    keys = dotted.split(".")
+    if any(not k for k in keys):
+        raise CtfrpuError(f"bad config key '{dotted}'")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise CtfrpuError(f"config key '{dotted}': '{k}' is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base``."""
+    out = json.loads(json.dumps(base))
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+            sets: list[str] | None = None) -> RunConfig:
+    """File, then dotted ``overrides`` (from CLI flags), then ``--set key=value`` strings."""
+    data: dict[str, Any] = load_toml(config_file) if config_file else {}
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_path(data, key, value)
+    for item in sets or []:
+        if "=" not in item:
+            raise CtfrpuError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        set_path(data, key.strip(), parse_value(text.strip()))
+    return validate(data)
