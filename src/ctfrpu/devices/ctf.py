@@ -1,0 +1,259 @@
+"""Charge Trap Flash device with non-ideal program time -- OUR reconstruction.
+
+Only the abstracts of Shrivastava et al. (arXiv:2307.06088, arXiv:2402.09792) are public. They
+state three trends at fixed total ON time: (1) splitting the ON time into more, shorter pulses
+loses V_T shift, (2) the shift collapses for pw < ~2 us, (3) smaller gaps recover the loss, and a
+mechanism: a transient tunnelling-field enhancement from blocking-oxide trap-charge dynamics.
+The equations below are our model of that mechanism (science.md §4), not the papers'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import CtfrpuError
+from .base import DeviceState, check_pulse_arrays, validate_fields
+
+# Indices into CTFDevice.kernel_params() (shared by the numpy and the numba code paths).
+K_KAPPA_P, K_A_P, K_TAU_ON_P, K_TD_P, K_KAPPA_E, K_A_E, K_TAU_ON_E, K_TD_E, K_TAU_OFF, K_M, K_NORM, \
+    K_DV_STD, K_VT_REF, K_V_UNIT = range(14)
+
+
+def pulse_math(vt, e0, pw, sign, kscale, vmin, vmax, prm, xi):
+    """One pulse, closed form (works on numpy arrays and, jitted, on scalars).
+
+    ``e0`` is the enhancement at the pulse's start (already relaxed over the preceding gap),
+    ``sign`` +1 program / -1 erase / 0 no pulse, ``xi`` a standard normal for cycle-to-cycle noise.
+    Returns (vt_new, e_new). With w = max(pw - t_d, 0), c = exp(-w / tau_on)::
+
+        dV = sign * kappa * kscale * s(V_T) * [(1 + a) w - a tau_on (1 - e0)(1 - c)] * max(0, 1 + dv_std xi)
+        e_new = 1 - (1 - e0) c
+    """
+    prog = 0.5 * (1.0 + sign)                       # 1 for program, 0 for erase (and 0.5 for no pulse)
+    active = sign * sign                              # 0 for padding
+    kappa = prog * prm[K_KAPPA_P] + (1.0 - prog) * prm[K_KAPPA_E]
+    a = prog * prm[K_A_P] + (1.0 - prog) * prm[K_A_E]
+    tau_on = prog * prm[K_TAU_ON_P] + (1.0 - prog) * prm[K_TAU_ON_E]
+    t_d = prog * prm[K_TD_P] + (1.0 - prog) * prm[K_TD_E]
+    w = np.maximum(pw - t_d, 0.0)
+    c = np.exp(-w / tau_on)
+    u = np.minimum(np.maximum((vt - vmin) / (vmax - vmin), 0.0), 1.0)
+    m = prm[K_M]
+    s = (prog * (1.0 - u ** m) + (1.0 - prog) * (1.0 - (1.0 - u) ** m)) / prm[K_NORM]
+    noise = np.maximum(0.0, 1.0 + prm[K_DV_STD] * xi)
+    dv = sign * kappa * kscale * s * ((1.0 + a) * w - a * tau_on * (1.0 - e0) * (1.0 - c)) * noise
+    vt_new = np.minimum(np.maximum(vt + dv, vmin), vmax)
+    e_new = active * (1.0 - (1.0 - e0) * c) + (1.0 - active) * e0
+    return vt_new, e_new
+
+
+pulse_math_nb = numba.njit(cache=True, inline="always")(pulse_math)
+"""The same closed form compiled for scalars: called per coincidence by the update kernel."""
+
+
+@dataclass(frozen=True)
+class CTFDevice:
+    """CTF cell with a transient field enhancement e -- OUR model of non-ideal program time.
+
+    State per cell: threshold voltage V_T (the weight) and a fast hidden enhancement e in [0, 1].
+
+    During a pulse, after an onset delay t_d (e frozen), the enhancement builds up and V_T moves::
+
+        de/dt = (1 - e) / tau_on            dV_T/dt = +/- kappa (1 + a e) s(V_T)
+
+    and between pulses it relaxes, de/dt = -e / tau_off. For one pulse of width pw starting at e0
+    (s held constant over the pulse), with w = max(pw - t_d, 0) and c = exp(-w / tau_on)::
+
+        dV_T = kappa s [(1 + a) w - a tau_on (1 - e0)(1 - c)],   e1 = 1 - (1 - e0) c
+        after an off time t:  e <- e exp(-t / tau_off)
+
+    Saturation (soft bounds), u = (V_T - V_min) / (V_max - V_min), normalised to 1 at u = 1/2::
+
+        s_program = (1 - u^m) / (1 - 2^-m),   s_erase = (1 - (1 - u)^m) / (1 - 2^-m)
+
+    Weight: w = (V_T - vt_ref) / v_unit. Program (+) raises V_T and the weight, erase (-) lowers
+    them; erase has its own kappa, a, tau_on, t_d; the enhancement e is shared by both polarities.
+    Device-to-device: kappa and the window half-widths vary per cell; cycle-to-cycle: each pulse's
+    dV_T is multiplied by max(0, 1 + dv_std xi).
+
+    Why it reproduces the device paper's trends: splitting the ON time resets e at every pulse
+    and pays t_d again (fragmentation loss); t_d and tau_on make short pulses inefficient (cliff);
+    a short gap keeps e high for the next pulse (recovery at small gaps). In the long-pulse limit a
+    pulse programs ``kappa (1 + a) pw``: the program-time-conserving (ideal) level.
+
+    The defaults are OUR illustrative preset, chosen to show the three trends with the cliff
+    near 2 us -- not measured data. Fit measured data with ``ctfrpu device fit``.
+    """
+
+    kappa_p: float = 200.0
+    """Program rate kappa without enhancement, V/s."""
+    a_p: float = 1.0
+    """Program: maximum relative rate enhancement a (rate = kappa (1 + a e))."""
+    tau_on_p: float = 5e-6
+    """Program: build-up time constant of e during a pulse, s."""
+    t_d_p: float = 1.5e-6
+    """Program: onset delay before a pulse programs (and builds e), s."""
+    kappa_e: float = 200.0
+    """Erase rate kappa without enhancement, V/s."""
+    a_e: float = 1.0
+    """Erase: maximum relative rate enhancement a."""
+    tau_on_e: float = 5e-6
+    """Erase: build-up time constant of e during a pulse, s."""
+    t_d_e: float = 1.5e-6
+    """Erase: onset delay, s."""
+    tau_off: float = 200e-6
+    """Relaxation time constant of e between pulses, s."""
+    vt_min: float = 1.0
+    """Lower end of the V_T window (erase saturation), V."""
+    vt_max: float = 5.0
+    """Upper end of the V_T window (program saturation), V."""
+    vt_ref: float = 3.0
+    """V_T of weight 0, V."""
+    v_unit: float = 2.0
+    """Volts per unit weight: w = (V_T - vt_ref) / v_unit."""
+    bound_exponent: float = 6.0
+    """Exponent m of the saturation function (large m: flat centre, sharp saturation)."""
+    kappa_dtod: float = 0.1
+    """Relative device-to-device spread (std) of kappa."""
+    window_dtod: float = 0.05
+    """Relative device-to-device spread (std) of the window half-widths."""
+    dv_std: float = 0.1
+    """Relative cycle-to-cycle spread (std) of each pulse's dV_T."""
+    carry_enhancement: bool = False
+    """Whether e carries over from one training update to the next (default: the time between
+    updates relaxes it fully). Device-level pulse APIs always keep the full history."""
+
+    kind: str = field(default="ctf", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        validate_fields(self, positive=("kappa_p", "kappa_e", "tau_on_p", "tau_on_e", "tau_off", "v_unit",
+                                        "bound_exponent"),
+                        nonneg=("a_p", "a_e", "t_d_p", "t_d_e", "kappa_dtod", "window_dtod", "dv_std"))
+        if not self.vt_min < self.vt_ref < self.vt_max:
+            raise CtfrpuError(f"CTFDevice: need vt_min < vt_ref < vt_max, got {self.vt_min}, {self.vt_ref}, {self.vt_max}")
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def kernel_params(self) -> np.ndarray:
+        """Scalars for :func:`pulse_math` / the numba kernel, indexed by the ``K_*`` constants."""
+        m = float(self.bound_exponent)
+        return np.array([self.kappa_p, self.a_p, self.tau_on_p, self.t_d_p, self.kappa_e, self.a_e,
+                         self.tau_on_e, self.t_d_e, self.tau_off, m, 1.0 - 0.5 ** m, self.dv_std,
+                         self.vt_ref, self.v_unit], dtype=np.float64)
+
+    def nominal_dw(self, pw: float) -> float:
+        """Program-time-conserving weight step of one pulse (long-pulse limit, s = 1): the ideal
+        device this CTF cell is compared with; dw_min in aihwkit's vocabulary."""
+        return self.kappa_p * (1.0 + self.a_p) * pw / self.v_unit
+
+    # -- state ------------------------------------------------------------------------------
+
+    def init_state(self, shape: tuple[int, ...], rng: np.random.Generator,
+                   w0: np.ndarray | None = None) -> DeviceState:
+        """Fresh, fully relaxed cells (e = 0) at weights w0 (default 0), d2d spreads drawn."""
+        kscale = np.ones(shape)
+        if self.kappa_dtod > 0:
+            kscale = np.maximum(0.0, 1.0 + self.kappa_dtod * rng.standard_normal(shape))
+        wscale = np.ones(shape)
+        if self.window_dtod > 0:
+            wscale = np.maximum(0.05, 1.0 + self.window_dtod * rng.standard_normal(shape))
+        lo = self.vt_ref - (self.vt_ref - self.vt_min) * wscale
+        hi = self.vt_ref + (self.vt_max - self.vt_ref) * wscale
+        w0 = np.zeros(shape) if w0 is None else np.asarray(w0, dtype=np.float64)
+        vt = np.clip(self.vt_ref + self.v_unit * w0, lo, hi)
+        return DeviceState(w=(vt - self.vt_ref) / self.v_unit, rate_scale=kscale, lo=lo, hi=hi, vt=vt,
+                           e=np.zeros(shape), t_last=np.full(shape, -np.inf))
+
+    def weights(self, state: DeviceState) -> np.ndarray:
+        return state.w
+
+    # -- dynamics ---------------------------------------------------------------------------
+
+    def relax(self, e: np.ndarray, off_time: np.ndarray) -> np.ndarray:
+        """e after an off time (seconds): e exp(-t / tau_off)."""
+        return e * np.exp(-np.maximum(off_time, 0.0) / self.tau_off)
+
+    def apply_pulses(self, state: DeviceState, times: np.ndarray, widths: np.ndarray,
+                     signs: np.ndarray, rng: np.random.Generator | None = None) -> DeviceState:
+        """Apply pulses (arrays of shape state.shape + (K,)), starting at ``times`` (s).
+
+        Vectorised over cells, sequential over the K pulses of each cell; the enhancement relaxes
+        between the end of one pulse and the start of the next. Cycle-to-cycle noise is drawn from
+        ``rng`` when given and dv_std > 0.
+        """
+        times, widths, signs = check_pulse_arrays(state.shape, times, widths, signs)
+        prm = self.kernel_params()
+        vt, e, t_last = state.vt.copy(), state.e.copy(), state.t_last.copy()
+        noisy = rng is not None and self.dv_std > 0
+        for k in range(signs.shape[-1]):
+            s = signs[..., k]
+            fired = s != 0
+            off = np.where(np.isfinite(t_last), times[..., k] - t_last, np.inf)
+            if np.any(fired & (off < -1e-15)):
+                raise CtfrpuError("pulses: a pulse starts before the previous one ended")
+            e0 = self.relax(e, off)
+            xi = rng.standard_normal(state.shape) if noisy else 0.0
+            vt_new, e_new = pulse_math(vt, e0, widths[..., k], s, state.rate_scale, state.lo, state.hi, prm, xi)
+            vt = np.where(fired, vt_new, vt)
+            e = np.where(fired, e_new, e)
+            t_last = np.where(fired, times[..., k] + widths[..., k], t_last)
+        return state.replace(vt=vt, e=e, t_last=t_last, w=(vt - self.vt_ref) / self.v_unit)
+
+    def expected_train_dvt(self, vt: np.ndarray, prob: np.ndarray, sign: np.ndarray, train,
+                           kscale: np.ndarray | float = 1.0, lo: np.ndarray | float | None = None,
+                           hi: np.ndarray | float | None = None, e_init: np.ndarray | float = 0.0) -> np.ndarray:
+        """Exact mean dV_T of one stochastic train (s frozen at the start, no bounds clipping).
+
+        Each of the N slots fires independently with probability P. Because dV of a pulse is
+        affine in e0 and e evolves affinely, the mean m_t = E[e at slot t] obeys
+        ``m_{t+1} = alpha m_t + beta`` with alpha = P c d_gap + (1 - P) d_T, beta = P (1 - c) d_gap,
+        d_gap = exp(-t_gap / tau_off), d_T = exp(-(pw + t_gap) / tau_off), so that::
+
+            E[dV] = sign kappa s P [N ((1 + a) w - a tau_on (1 - c)) + a tau_on (1 - c) sum_t m_t]
+            sum_t m_t = N m* + (e_init - m*)(1 - alpha^N) / (1 - alpha),  m* = beta / (1 - alpha)
+        """
+        prm = self.kernel_params()
+        lo = self.vt_min if lo is None else lo
+        hi = self.vt_max if hi is None else hi
+        prob = np.asarray(prob, dtype=np.float64)
+        sign = np.asarray(sign, dtype=np.float64)
+        prog = 0.5 * (1.0 + sign)
+        kappa = prog * prm[K_KAPPA_P] + (1 - prog) * prm[K_KAPPA_E]
+        a = prog * prm[K_A_P] + (1 - prog) * prm[K_A_E]
+        tau_on = prog * prm[K_TAU_ON_P] + (1 - prog) * prm[K_TAU_ON_E]
+        t_d = prog * prm[K_TD_P] + (1 - prog) * prm[K_TD_E]
+        n, pw = train.n, train.pw
+        w = np.maximum(pw - t_d, 0.0)
+        c = np.exp(-w / tau_on)
+        d_gap = np.exp(-train.gap / self.tau_off)
+        d_t = np.exp(-train.period / self.tau_off)
+        alpha = prob * c * d_gap + (1 - prob) * d_t
+        beta = prob * (1 - c) * d_gap
+        one_m_alpha = 1.0 - alpha
+        safe = one_m_alpha > 1e-12
+        denom = np.where(safe, one_m_alpha, 1.0)
+        m_star = np.where(safe, beta / denom, 0.0)
+        geo = np.where(safe, (1.0 - alpha ** n) / denom, float(n))
+        sum_m = n * m_star + (e_init - m_star) * geo
+        u = np.clip((vt - lo) / (np.asarray(hi) - lo), 0.0, 1.0)
+        m = prm[K_M]
+        s = (prog * (1 - u ** m) + (1 - prog) * (1 - (1 - u) ** m)) / prm[K_NORM]
+        return sign * kappa * kscale * s * prob * (n * ((1 + a) * w - a * tau_on * (1 - c)) + a * tau_on * (1 - c) * sum_m)
+
+    def expected_train_dw(self, state: DeviceState, prob: np.ndarray, sign: np.ndarray, train) -> np.ndarray:
+        """Mean weight change of one train (window applied to the result)."""
+        dvt = self.expected_train_dvt(state.vt, prob, sign, train, state.rate_scale, state.lo, state.hi)
+        vt_new = np.clip(state.vt + dvt, state.lo, state.hi)
+        return (vt_new - state.vt) / self.v_unit
+
+    def program_efficiency(self, prob: np.ndarray | float, train, sign: float = 1.0) -> np.ndarray:
+        """r = E[dV] / (N P kappa (1 + a) pw): mean programmed fraction of the ideal (conserved)
+        level for a cell that fires with per-slot probability P, at the window centre."""
+        prob = np.asarray(prob, dtype=np.float64)
+        dv = self.expected_train_dvt(np.full(prob.shape, self.vt_ref), prob, np.full(prob.shape, sign), train)
+        kappa, a = (self.kappa_p, self.a_p) if sign > 0 else (self.kappa_e, self.a_e)
+        ideal = sign * train.n * np.maximum(prob, 1e-300) * kappa * (1 + a) * train.pw
+        return dv / ideal

@@ -1,0 +1,80 @@
+"""Pulse-train design: N slots of period pw + t_gap.
+
+A stochastic update drives every row and column with a train of N slots; slot k starts at
+``k * period`` with ``period = pw + t_gap``; a cell receives a pulse of width pw in a slot where its
+row and its column are both ON.
+
+Two design modes (science.md §4, OUR reading of "N or pw" in the system paper):
+
+* ``on_time`` (default): a fixed ON-time budget T_on per train, ``pw = T_on / N`` -- more pulses
+  means shorter pulses;
+* ``fixed_pw``: every pulse has width pw whatever N.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CtfrpuError
+from ..units import format_time
+
+
+@dataclass(frozen=True)
+class PulseTrain:
+    """A validated pulse-train design (seconds)."""
+
+    n: int
+    """Number of slots N (aihwkit: BL)."""
+    pw: float
+    """Pulse width, seconds."""
+    gap: float
+    """Off time t_gap between the end of a slot's pulse and the start of the next slot, seconds."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1:
+            raise CtfrpuError(f"pulse train: N must be an integer >= 1, got {self.n!r}")
+        if not (isinstance(self.pw, (int, float)) and math.isfinite(self.pw) and self.pw > 0):
+            raise CtfrpuError(f"pulse train: pulse width must be finite and > 0, got {self.pw!r}")
+        if not (isinstance(self.gap, (int, float)) and math.isfinite(self.gap) and self.gap >= 0):
+            raise CtfrpuError(f"pulse train: gap must be finite and >= 0, got {self.gap!r}")
+
+    @classmethod
+    def from_on_time(cls, n: int, t_on: float, gap: float) -> "PulseTrain":
+        """Fixed ON-time budget: pw = t_on / n."""
+        if not (math.isfinite(t_on) and t_on > 0):
+            raise CtfrpuError(f"pulse train: ON-time must be finite and > 0, got {t_on!r}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise CtfrpuError(f"pulse train: N must be an integer >= 1, got {n!r}")
+        return cls(int(n), t_on / n, gap)
+
+    @classmethod
+    def from_config(cls, pulses) -> "PulseTrain":
+        """From a :class:`ctfrpu.config.PulseConfig`."""
+        if pulses.mode == "on_time":
+            return cls.from_on_time(pulses.n, pulses.t_on, pulses.gap)
+        return cls(pulses.n, pulses.pw, pulses.gap)
+
+    @property
+    def period(self) -> float:
+        """Slot period pw + t_gap."""
+        return self.pw + self.gap
+
+    @property
+    def on_time(self) -> float:
+        """Total ON time if every slot fires: N * pw."""
+        return self.n * self.pw
+
+    @property
+    def duration(self) -> float:
+        """Duration of the whole train, N * period."""
+        return self.n * self.period
+
+    def slot_times(self) -> np.ndarray:
+        """Start time of each slot, seconds."""
+        return np.arange(self.n) * self.period
+
+    def describe(self) -> str:
+        return f"N={self.n}, pw={format_time(self.pw)}, t_gap={format_time(self.gap)}"

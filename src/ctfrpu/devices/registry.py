@@ -1,0 +1,57 @@
+"""Build a device from its kind, an optional parameter file and overrides (strictly validated)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import CtfrpuError
+from .ctf import CTFDevice
+from .ideal import IdealDevice
+
+_CLASSES = {"ideal": IdealDevice, "ctf": CTFDevice}
+
+
+def device_class(kind: str):
+    try:
+        return _CLASSES[kind]
+    except KeyError:
+        raise CtfrpuError(f"unknown device kind {kind!r}; choose one of {sorted(_CLASSES)}") from None
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """Read device parameters from TOML or JSON. A ``[params]`` table (as written by
+    ``ctfrpu device fit``) or a flat table is accepted; other top-level tables are ignored."""
+    p = Path(path)
+    if not p.is_file():
+        raise CtfrpuError(f"device parameter file not found: {p}")
+    try:
+        data = json.loads(p.read_text()) if p.suffix == ".json" else tomllib.loads(p.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise CtfrpuError(f"{p}: cannot parse device parameters: {err}") from None
+    if isinstance(data.get("params"), dict):
+        data = data["params"]
+    return {k: v for k, v in data.items() if not isinstance(v, dict)}
+
+
+def build_device(kind: str, params_file: str | Path | None = None, params: dict[str, Any] | None = None):
+    """Device dataclass of ``kind`` with file parameters, then ``params`` overrides applied.
+
+    An unknown parameter name is a one-line error naming it and the valid names.
+    """
+    cls = device_class(kind)
+    values: dict[str, Any] = {}
+    if params_file:
+        values.update(load_params_file(params_file))
+    values.update(params or {})
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key in values:
+        if key not in names:
+            raise CtfrpuError(f"unknown {kind} device parameter '{key}'; valid: {', '.join(sorted(names))}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise CtfrpuError(f"{kind} device parameters: {err}") from None
