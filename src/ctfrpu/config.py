@@ -70,7 +70,10 @@ class OptimConfig(_Strict):
     epochs: int = Field(default=20, ge=1)
     """Number of passes over the training set."""
 
-    _f = field_validator("lr")(classmethod(lambda cls, v: _finite(v)))
+    @field_validator("lr")
+    @classmethod
+    def _lr_finite(cls, v: float) -> float:
+        return _finite(v)
 
 
 class DeviceConfig(_Strict):

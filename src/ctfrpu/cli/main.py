@@ -35,7 +35,7 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI; CtfrpuError -> 'error: ...' on stderr, exit 2."""
     try:
-        cli.main(args=argv, prog_name="ctfrpu", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="ctfrpu", standalone_mode=False)
     except CtfrpuError as err:
         click.echo(f"error: {err}", err=True)
         return 2
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

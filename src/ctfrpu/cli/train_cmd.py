@@ -1,5 +1,95 @@
-"""`ctfrpu train ...` commands."""
+"""`ctfrpu train`: one training run, recorded in the store."""
 
-import click  # noqa: F401
+from __future__ import annotations
 
-COMMANDS: list = []
+import json
+
+import click
+
+from ..config import parse_value, resolve
+from ..store import Store
+from .common import data_dir_option, store_option
+
+# flag -> dotted config key. Values go through the strict config validator, so a bad value is a
+# one-line error naming the key (click's own type errors would print a usage block instead).
+_FLAGS = {
+    "dataset": "data.dataset", "epochs": "optim.epochs", "seed": "seed", "lr": "optim.lr",
+    "batch_size": "optim.batch_size", "train_limit": "data.train_limit", "test_limit": "data.test_limit",
+    "val_size": "data.val_size", "device": "device.kind", "device_params": "device.params_file",
+    "pulses": "pulses.n", "gap": "pulses.gap", "pw_mode": "pulses.mode", "t_on": "pulses.t_on",
+    "pw": "pulses.pw", "update_mode": "update.mode", "compensation": "compensation.kind", "name": "name",
+}
+
+
+def _overrides(options: dict) -> dict:
+    out = {}
+    for flag, key in _FLAGS.items():
+        value = options.get(flag)
+        if value is None:
+            continue
+        if flag == "hidden":
+            continue
+        out[key] = parse_value(value) if flag not in ("name", "device_params") else value
+    if options.get("hidden"):
+        out["model.hidden"] = [parse_value(h) for h in options["hidden"].split(",")]
+    return out
+
+
+def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
+    return resolve(config_file, _overrides(options), list(sets))
+
+
+@click.command("train")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML run config.")
+@click.option("--dataset", help="mnist | fashion | synthetic  [mnist]")
+@click.option("--epochs", help="Epochs  [20]")
+@click.option("--seed", help="Seed of every random draw  [0]")
+@click.option("--lr", help="Learning rate  [0.01]")
+@click.option("--batch-size", help="Mini-batch size  [1]")
+@click.option("--train-limit", help="Train on the first N shuffled samples only.")
+@click.option("--test-limit", help="Evaluate on the first N test samples only.")
+@click.option("--val-size", help="Hold out N training samples for validation  [0]")
+@click.option("--hidden", help="Hidden sizes, comma-separated  [256,128]")
+@click.option("--device", help="fp | ideal | ctf (ctf = our CTF program-time model)  [fp]")
+@click.option("--device-params", help="Device parameter file (TOML/JSON), e.g. from `ctfrpu device fit`.")
+@click.option("--pulses", help="N, slots per pulse train  [1000]")
+@click.option("--gap", help="t_gap between slots, e.g. 1us  [1us]")
+@click.option("--pw-mode", help="on_time (pw = t_on/N) | fixed_pw  [on_time]")
+@click.option("--t-on", help="ON-time budget per train in on_time mode  [5ms]")
+@click.option("--pw", help="Pulse width in fixed_pw mode  [5us]")
+@click.option("--update-mode", help="exact | expected | gaussian  [exact]")
+@click.option("--compensation", help="none | gain (our pulse-train design compensation)  [none]")
+@click.option("--name", help="Label of the run.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any config key, e.g. --set device.params.dv_std=0.2 (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@store_option
+@data_dir_option
+def train(config_file, sets, as_json, no_progress, store_path, data_dir, **options) -> None:
+    """Train the MLP (default: Gokmen-Vlasov 784-256-128-10, sigmoid, SGD batch 1, lr 0.01).
+
+    Every setting comes from the config (defaults < --config FILE < flags < --set); the resolved
+    config and per-epoch metrics are stored in the run store. Ctrl-C marks the run interrupted.
+    """
+    from ..training.runner import execute_run
+
+    cfg = config_from_cli(config_file, options, sets)
+    with Store(store_path) as store:
+        try:
+            run_id, result = execute_run(cfg, store, progress=not (no_progress or as_json), data_dir=data_dir)
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: run marked 'interrupted' in {store.path}", err=True)
+            raise click.exceptions.Exit(130)
+        final = result["final"]
+        if as_json:
+            click.echo(json.dumps({"run_id": run_id, "status": "finished", "config_hash": cfg.hash(),
+                                   "config": cfg.to_dict(), "test_accuracy": final["test_accuracy"],
+                                   "final": final, "epochs": result["epochs"]}))
+        else:
+            click.echo(f"run {run_id} finished: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
+                       f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}, "
+                       f"{final['seconds']:.1f} s  [store {store.path}]")
+
+
+COMMANDS = [train]

@@ -1,0 +1,156 @@
+"""One training run from a config: data, model, epochs, metrics; and its record in the store.
+
+RNG story: ``SeedSequence(cfg.seed)`` spawns independent streams for the weight init, the data
+order, and each tile (its pulse trains, noise and device-to-device draws), so the same config
+gives bit-identical metrics and each part can change without shifting the others' draws.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import RunConfig
+from ..errors import CtfrpuError
+from .engine import MLP, FloatTile, init_weights, layer_sizes
+
+#: Samples between progress-bar refreshes (refreshing per sample would cost more than a step).
+_PROGRESS_EVERY = 500
+
+
+def build_model(cfg: RunConfig, n_inputs: int, n_classes: int, seeds: np.random.SeedSequence) -> MLP:
+    """The MLP of ``cfg`` with float or analog tiles, initialised from ``seeds``."""
+    init_seed, *tile_seeds = seeds.spawn(1 + len(cfg.model.hidden) + 1)
+    params = init_weights(layer_sizes(cfg, n_inputs, n_classes), np.random.default_rng(init_seed))
+    if cfg.device.kind == "fp":
+        tiles = [FloatTile(w) for w, _ in params]
+    else:
+        tiles = [_analog_tile(cfg, w, np.random.default_rng(s)) for (w, _), s in zip(params, tile_seeds)]
+    return MLP(tiles, [b for _, b in params], cfg.model.activation)
+
+
+def _analog_tile(cfg: RunConfig, w0: np.ndarray, rng: np.random.Generator):
+    from ..devices import PulseTrain, build_device
+    from ..tile import AnalogTile
+
+    device = build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
+    train = PulseTrain.from_config(cfg.pulses)
+    gain = 1.0
+    if cfg.compensation.kind != "none":
+        from ..design.compensation import compensation_gain
+
+        gain = float(compensation_gain(device, train, cfg))
+    out_size, in_size = w0.shape
+    return AnalogTile(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
+
+
+def split_data(cfg: RunConfig, ds, rng: np.random.Generator):
+    """Shuffle the training set once (seeded), hold out ``val_size``, apply ``train_limit``."""
+    n = len(ds.y_train)
+    order = rng.permutation(n)
+    val_size = cfg.data.val_size
+    if val_size >= n:
+        raise CtfrpuError(f"data.val_size={val_size} leaves no training data ({n} samples)")
+    val_idx = order[n - val_size:] if val_size else order[:0]
+    train_idx = order[: n - val_size]
+    if cfg.data.train_limit is not None:
+        train_idx = train_idx[: cfg.data.train_limit]
+    x_test, y_test = ds.x_test, ds.y_test
+    if cfg.data.test_limit is not None:
+        x_test, y_test = x_test[: cfg.data.test_limit], y_test[: cfg.data.test_limit]
+    x_train = np.ascontiguousarray(ds.x_train[train_idx], dtype=np.float64)
+    return (x_train, ds.y_train[train_idx], ds.x_train[val_idx], ds.y_train[val_idx], x_test, y_test)
+
+
+def train_run(cfg: RunConfig, dataset=None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              progress: bool = False, data_dir=None) -> dict[str, Any]:
+    """Train and evaluate ``cfg``; pure compute (no store). Returns ``{"epochs": [...], "final": {...}}``.
+
+    ``on_epoch`` receives each epoch's metrics as soon as it finishes (the store logs them), so an
+    interrupted run keeps what it finished.
+    """
+    if dataset is None:
+        from ..data import load_dataset
+
+        dataset = load_dataset(cfg.data.dataset, data_dir)
+    root = np.random.SeedSequence(cfg.seed)
+    data_seed, model_seed = root.spawn(2)
+    data_rng = np.random.default_rng(data_seed)
+    x_tr, y_tr, x_val, y_val, x_te, y_te = split_data(cfg, dataset, data_rng)
+    n_classes = int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
+    model = build_model(cfg, x_tr.shape[1], n_classes, model_seed)
+    lr, bs = cfg.optim.lr, cfg.optim.batch_size
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.optim.epochs * len(y_tr), unit="sample", unit_scale=True, leave=False,
+                   dynamic_ncols=True, desc=f"{cfg.device.kind} {cfg.data.dataset}")
+    epochs: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    try:
+        for epoch in range(1, cfg.optim.epochs + 1):
+            t0 = time.perf_counter()
+            order = data_rng.permutation(len(y_tr))
+            loss_sum = 0.0
+            if bs == 1:
+                step = model.train_step
+                for k, i in enumerate(order):
+                    loss_sum += step(x_tr[i], int(y_tr[i]), lr)
+                    if bar is not None and (k + 1) % _PROGRESS_EVERY == 0:
+                        bar.update(_PROGRESS_EVERY)
+            else:
+                for k in range(0, len(order), bs):
+                    idx = order[k:k + bs]
+                    loss_sum += model.train_batch(x_tr[idx], y_tr[idx], lr) * len(idx)
+                    if bar is not None:
+                        bar.update(len(idx))
+            if bar is not None:
+                bar.n = epoch * len(y_tr)
+                bar.refresh()
+            train_loss = loss_sum / len(y_tr)
+            if not np.isfinite(train_loss):
+                raise CtfrpuError(f"training diverged at epoch {epoch} (loss {train_loss}); lower optim.lr")
+            test_acc, test_loss = model.evaluate(x_te, y_te)
+            metrics = {"epoch": epoch, "train_loss": train_loss, "test_accuracy": test_acc,
+                       "test_loss": test_loss, "seconds": time.perf_counter() - t0}
+            if len(y_val):
+                metrics["val_accuracy"], metrics["val_loss"] = model.evaluate(x_val, y_val)
+            epochs.append(metrics)
+            if bar is not None:
+                bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}")
+            if on_epoch is not None:
+                on_epoch(metrics)
+    finally:
+        if bar is not None:
+            bar.close()
+    last = epochs[-1]
+    final = {"test_accuracy": last["test_accuracy"], "train_loss": last["train_loss"],
+             "test_loss": last["test_loss"], "epochs": len(epochs),
+             "seconds": time.perf_counter() - t_start, "train_samples": int(len(y_tr))}
+    if "val_accuracy" in last:
+        final["val_accuracy"] = last["val_accuracy"]
+    return {"epochs": epochs, "final": final}
+
+
+def execute_run(cfg: RunConfig, store, progress: bool = True, data_dir=None, dataset=None) -> tuple[int, dict]:
+    """Run ``cfg`` and record it: status running -> finished / failed / interrupted (Ctrl-C)."""
+    if dataset is None:
+        from ..data import load_dataset
+
+        dataset = load_dataset(cfg.data.dataset, data_dir)  # fail before a run row exists
+    run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
+    try:
+        result = train_run(cfg, dataset, on_epoch=lambda m: store.log_epoch(run_id, m["epoch"], m),
+                           progress=progress)
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted", error="interrupted by user (Ctrl-C)")
+        raise
+    except Exception as err:  # recorded, then re-raised for the caller to report
+        store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
+        raise
+    store.finish_run(run_id, "finished", final=result["final"])
+    return run_id, result
