@@ -70,7 +70,18 @@ def train_run(cfg: RunConfig, dataset=None, on_epoch: Callable[[dict[str, Any]],
 
     ``on_epoch`` receives each epoch's metrics as soon as it finishes (the store logs them), so an
     interrupted run keeps what it finished.
+
+    BLAS runs single-threaded: batch-1 matrix-vector work is far too small to split, and a second
+    BLAS thread spinning on a busy core slowed the rank-1 update 70x on a loaded 2-core machine.
+    Parallelism comes from running independent runs side by side (``ctfrpu sweep``).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _train_run(cfg, dataset, on_epoch, progress, data_dir)
+
+
+def _train_run(cfg, dataset, on_epoch, progress, data_dir) -> dict[str, Any]:
     if dataset is None:
         from ..data import load_dataset
 
