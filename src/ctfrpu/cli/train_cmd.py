@@ -75,6 +75,7 @@ def train(config_file, sets, as_json, no_progress, store_path, data_dir, **optio
     from ..training.runner import execute_run
 
     cfg = config_from_cli(config_file, options, sets)
+    _sigterm_as_interrupt()
     with Store(store_path) as store:
         try:
             run_id, result = execute_run(cfg, store, progress=not (no_progress or as_json), data_dir=data_dir)
@@ -90,6 +91,16 @@ def train(config_file, sets, as_json, no_progress, store_path, data_dir, **optio
             click.echo(f"run {run_id} finished: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
                        f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}, "
                        f"{final['seconds']:.1f} s  [store {store.path}]")
+
+
+def _sigterm_as_interrupt() -> None:
+    """`kill` (SIGTERM) ends a run like Ctrl-C: recorded as interrupted, store consistent."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 COMMANDS = [train]
