@@ -1,0 +1,114 @@
+"""Time one stochastic pulse-train update of an AnalogTile, with a breakdown.
+
+For each tile shape (784x256, 256x128, 128x10 by default) and N (100, 300, 1000, 3000), with
+MNIST-like inputs x (real MNIST if fetched, else sparse random images in [0, 1]) and errors
+d ~ N(0, 0.05), lr = 0.01, update management on, it reports per update:
+
+* total   -- ``tile.update(x, d, lr)`` as the training engine calls it;
+* python  -- the same call with d = 0 (validation, seed draw, kernel dispatch; no pulses);
+* trains  -- drawing the row and column trains and bucketing them by slot (``draw_sample``);
+* cells   -- the rest: one device pulse per coincidence (total - python - trains);
+* pulses per update (coincidences), row/column train pulses, and coincidences per second.
+
+Usage::
+
+    python benchmarks/bench_update.py [--device ideal|ctf|both] [--n 100,300,1000,3000]
+                                      [--shapes 784x256,256x128,128x10] [--repeats 300] [--mode exact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from ctfrpu.config import IOConfig, UpdateConfig
+from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
+from ctfrpu.kernels import exact as kx
+from ctfrpu.tile import AnalogTile
+
+
+def mnist_like(n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    try:
+        from ctfrpu.data import load_dataset
+        ds = load_dataset("mnist")
+        return np.ascontiguousarray(ds.x_train[:n], dtype=np.float64), "MNIST"
+    except Exception:                                              # noqa: BLE001 -- any failure: fall back
+        x = rng.random((n, 784))
+        x[rng.random((n, 784)) > 0.19] = 0.0                       # ~19 % ink like MNIST
+        return x, "random sparse (MNIST not fetched)"
+
+
+def inputs_for(in_size: int, n: int, mnist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if in_size == 784:
+        return mnist[:n]
+    return 1.0 / (1.0 + np.exp(-rng.normal(0.0, 2.0, (n, in_size))))   # sigmoid activations
+
+
+def bench(device, shape, n, mode, repeats, mnist, seed=0):
+    out_size, in_size = shape
+    rng = np.random.default_rng(seed)
+    train = PulseTrain.from_on_time(n, 5e-3, 1e-6)
+    tile = AnalogTile(out_size, in_size, device, train, UpdateConfig(mode=mode), IOConfig(),
+                      np.random.default_rng(seed))
+    xs = inputs_for(in_size, repeats, mnist, rng)
+    ds = rng.normal(0.0, 0.05, (repeats, out_size))
+    lr = 0.01
+    tile.update(xs[0], ds[0], lr)                                  # compile / load cache
+    zero = np.zeros(out_size)
+    t = time.perf_counter()
+    for b in range(repeats):
+        tile.update(xs[b], zero, lr)
+    t_py = (time.perf_counter() - t) / repeats
+    s0 = tile.stats
+    t = time.perf_counter()
+    for b in range(repeats):
+        tile.update(xs[b], ds[b], lr)
+    t_tot = (time.perf_counter() - t) / repeats
+    s1 = tile.stats
+    # train drawing alone, same kernels and buffers
+    t_draw = float("nan")
+    if mode == "exact":
+        um = True
+        t = time.perf_counter()
+        for b in range(repeats):
+            kx.draw_sample(xs[b], ds[b], b, lr, tile.dw_min, n, um, False, tile._p, tile._q, tile._sx, tile._sd,
+                           tile._row_ptr, tile._row_slots, tile._slot_ptr, tile._cursor, tile._slot_rows,
+                           tile._col_ptr, tile._col_slots, tile._rs, tile._nc)
+        t_draw = (time.perf_counter() - t) / repeats
+    per = {k: (s1[k] - s0[k]) / repeats for k in ("pulses", "row_pulses", "col_pulses")}
+    return t_tot, t_py, t_draw, per
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="both", choices=["ideal", "ctf", "both"])
+    ap.add_argument("--n", default="100,300,1000,3000")
+    ap.add_argument("--shapes", default="784x256,256x128,128x10", help="OUTxIN is written INxOUT here: 784x256 = 784 inputs, 256 outputs")
+    ap.add_argument("--repeats", type=int, default=300)
+    ap.add_argument("--mode", default="exact", choices=["exact", "expected", "gaussian"])
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(123)
+    mnist, src = mnist_like(args.repeats, rng)
+    devices = {"ideal": IdealDevice(), "ctf": CTFDevice()}
+    kinds = ["ideal", "ctf"] if args.device == "both" else [args.device]
+    print(f"inputs: {src}; d ~ N(0, 0.05); lr = 0.01; update management on; mode = {args.mode}; "
+          f"{args.repeats} updates per point")
+    print(f"{'device':6} {'in x out':>9} {'N':>5} {'total us':>9} {'python':>7} {'trains':>7} {'cells':>7} "
+          f"{'pulses':>8} {'row p':>7} {'col p':>6} {'Mpulse/s':>9} {'ns/pulse':>9}")
+    for kind in kinds:
+        for sh in args.shapes.split(","):
+            i, o = (int(v) for v in sh.lower().split("x"))
+            for n in (int(v) for v in args.n.split(",")):
+                t_tot, t_py, t_draw, per = bench(devices[kind], (o, i), n, args.mode, args.repeats, mnist)
+                cells = t_tot - t_py - (t_draw if np.isfinite(t_draw) else 0.0)
+                pul = per["pulses"]
+                rate = pul / t_tot / 1e6 if pul else float("nan")
+                print(f"{kind:6} {i:>4}x{o:<4} {n:>5} {t_tot * 1e6:9.1f} {t_py * 1e6:7.1f} {t_draw * 1e6:7.1f} "
+                      f"{cells * 1e6:7.1f} {pul:8.0f} {per['row_pulses']:7.0f} {per['col_pulses']:6.0f} "
+                      f"{rate:9.1f} {cells / max(pul, 1) * 1e9:9.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Expected (noise-free mean) and Gaussian update modes, numba, dense over the active cells.
+
+Both modes compute, per cell with coincidence probability P = p_i q_j > 0, the exact mean weight
+change of one stochastic train of BL slots -- the same numbers as ``device.expected_train_dw``
+(ideal: BL P dw_min; CTF: the closed-form mean of ``CTFDevice.expected_train_dvt`` with the
+saturation s frozen at the start of the train and e = 0 at its start) -- and the Gaussian mode adds
+independent Gaussian noise per cell (OUR approximation, see below). Cost ~ active rows x active
+columns per sample (only cells with x_i != 0 and d_j != 0 are visited).
+
+Gaussian noise (OUR model, matched to the exact mode's per-cell variance):
+
+* ideal device: a cell receives K ~ Binomial(BL, P) pulses of step dw_c = dw_min * scale, each
+  multiplied by (1 + dw_min_std xi), so Var = dw_c^2 BL P (1 - P + dw_min_std^2) -- exact;
+* CTF: dV = kappa kscale s * S with S = sum over fired slots of (lin + aq e_k) eta_k (s frozen at
+  the start of the train, as in the mean). (S, e) evolves by a random affine map per slot, so its
+  second moments obey a linear recursion (:func:`ctf_unit_moments`); Var(S) is tabulated once per
+  (tile, BL) on a grid of P in [0, 1] and interpolated linearly. This is the exact variance of the
+  pulse-exact train -- counting noise, cycle-to-cycle noise (E[eta^2] = 1 + dv_std^2, the
+  truncation at eta >= 0 neglected), the spread of the step size from the random gaps and its
+  correlation with the count -- up to the frozen s and the clipping to the window. (The simpler
+  "per-pulse mean step" rule, step^2 BL P (1 - P + dv_std^2), underestimates the exact variance by
+  up to ~1.5x for short pulses at small gaps; see tests/test_tile.py.)
+
+In both devices the noise of different cells is independent, whereas in the exact mode cells that
+share a row (or column) train are correlated (Cov = dw^2 BL (p q1 q2 - p^2 q1 q2) for two cells of
+one row): the Gaussian mode matches variances, not covariances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import rng as _rng
+from .ctfmath import ipow
+from .trains import ST_OK, check_sample, prepare, train_length
+
+S_UPDATES, S_COINC, S_ROW_PULSES, S_COL_PULSES, S_CLIPPED = range(5)
+
+
+@numba.njit(cache=True)
+def _validate(X, D, lrg, dw_min, n, um, blm):
+    for b in range(X.shape[0]):
+        st, _, _ = check_sample(X[b], D[b], lrg, dw_min, n, um, blm)
+        if st != ST_OK:
+            return st, b
+    return ST_OK, -1
+
+
+@numba.njit(cache=True)
+def _active(prob, idx):
+    m = 0
+    for u in range(prob.size):
+        if prob[u] > 0.0:
+            idx[m] = u
+            m += 1
+    return m
+
+
+@numba.njit(cache=True)
+def update_expected_ideal(X, D, seeds, lrg, dw_min, n, um, blm, dw_pulse, std, w, scale, lo, hi,
+                          p, q, sx, sd, rows, cols, gauss, noise_scale, rs, nc, stats):
+    """Mean (and, with ``gauss``, Gaussian-noise) update of every sample of a batch, in order."""
+    st, bad = _validate(X, D, lrg, dw_min, n, um, blm)
+    if st != ST_OK:
+        return st, bad
+    var_c2c = std * std
+    for b in range(X.shape[0]):
+        bl, work, clipped = prepare(X[b], D[b], lrg, dw_min, n, um, blm, p, q, sx, sd)
+        stats[S_UPDATES] += 1
+        if not work:
+            continue
+        if clipped:
+            stats[S_CLIPPED] += 1
+        if gauss:
+            _rng.seed(rs, nc, seeds[b])
+        nr = _active(p, rows)
+        ncol = _active(q, cols)
+        for jj in range(ncol):
+            j = cols[jj]
+            qq = q[j]
+            sdj = sd[j]
+            for ii in range(nr):
+                i = rows[ii]
+                pp = p[i] * qq
+                dwc = dw_pulse * scale[j, i]
+                dw = sx[i] * sdj * bl * pp * dwc
+                if gauss:
+                    dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * _rng.normal(rs, nc)
+                nw = w[j, i] + dw
+                if nw < lo[j, i]:
+                    nw = lo[j, i]
+                elif nw > hi[j, i]:
+                    nw = hi[j, i]
+                w[j, i] = nw
+    return ST_OK, X.shape[0]
+
+
+@numba.njit(cache=True)
+def ctf_mean_dvt(pp, bl, sign, vt, kscale, lo, hi, cst, mi, d_gap, d_t):
+    """Exact mean dV_T of one train of bl slots, each firing with probability pp (e = 0 at the start,
+    s frozen at the start): the closed form of ``CTFDevice.expected_train_dvt``; ``cst`` from
+    :func:`ctfrpu.kernels.ctfmath.sign_consts`."""
+    if sign > 0:
+        kappa = cst[0]
+        lin = cst[1]
+        aq = cst[2]
+        c = cst[3]
+    else:
+        kappa = cst[4]
+        lin = cst[5]
+        aq = cst[6]
+        c = cst[7]
+    alpha = pp * c * d_gap + (1.0 - pp) * d_t
+    beta = pp * (1.0 - c) * d_gap
+    one_m = 1.0 - alpha
+    if one_m > 1e-12:
+        m_star = beta / one_m
+        geo = (1.0 - alpha ** bl) / one_m
+    else:
+        m_star = 0.0
+        geo = float(bl)
+    sum_m = bl * m_star - m_star * geo
+    u = (vt - lo) / (hi - lo)
+    u = min(max(u, 0.0), 1.0)
+    base = u if sign > 0 else 1.0 - u
+    if mi > 0:
+        pw_ = ipow(base, mi)
+    else:
+        pw_ = base ** cst[8]
+    s = (1.0 - pw_) / cst[9]
+    return sign * kappa * kscale * s * pp * (bl * lin + aq * sum_m)
+
+
+VAR_GRID = 256
+"""Intervals of the P grid of the CTF variance table."""
+
+
+@numba.njit(cache=True)
+def ctf_unit_moments(pp, bl, a, b, c, d_gap, d_t, var_eta):
+    """(E[S], Var[S]) of S = sum_k F_k (a + b e_k) eta_k over bl slots, F_k ~ Bernoulli(pp), e = 0 at
+    the start; after a fired slot e <- (1 - (1 - e) c) d_gap, after an idle one e <- e d_t;
+    E[eta] = 1, Var[eta] = var_eta. Exact second-moment recursion, O(bl)."""
+    g = (1.0 - c) * d_gap
+    h = c * d_gap
+    r = d_t
+    q1 = 1.0 - pp
+    me = 0.0
+    mee = 0.0
+    ms = 0.0
+    mse = 0.0
+    mss = 0.0
+    for _ in range(bl):
+        abe = a + b * me
+        n_ss = mss + 2.0 * pp * (a * ms + b * mse) + pp * (1.0 + var_eta) * (a * a + 2.0 * a * b * me + b * b * mee)
+        n_se = pp * (g * ms + h * mse + g * abe + h * (a * me + b * mee)) + q1 * r * mse
+        n_s = ms + pp * abe
+        n_ee = pp * (g * g + 2.0 * g * h * me + h * h * mee) + q1 * r * r * mee
+        n_e = pp * (g + h * me) + q1 * r * me
+        mss = n_ss
+        mse = n_se
+        ms = n_s
+        mee = n_ee
+        me = n_e
+    return ms, max(mss - ms * ms, 0.0)
+
+
+@numba.njit(cache=True)
+def ctf_var_table(cst, bl, d_gap, d_t):
+    """Var[S] (see :func:`ctf_unit_moments`) on the grid P = k / VAR_GRID, row 0 program, row 1 erase."""
+    out = np.zeros((2, VAR_GRID + 1))
+    var_eta = cst[10] * cst[10]
+    for sidx in range(2):
+        o = 4 * sidx
+        for k in range(VAR_GRID + 1):
+            _, v = ctf_unit_moments(k / VAR_GRID, bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t, var_eta)
+            out[sidx, k] = v
+    return out
+
+
+@numba.njit(cache=True, inline="always")
+def _interp(tab, sidx, pp):
+    xg = pp * VAR_GRID
+    k = min(int(xg), VAR_GRID - 1)
+    f = xg - k
+    return tab[sidx, k] * (1.0 - f) + tab[sidx, k + 1] * f
+
+
+@numba.njit(cache=True)
+def sample_bl(x, d, lrg, dw_min, n, blm):
+    """BL of one sample (0 if nothing is to be done)."""
+    xmax = np.max(np.abs(x))
+    dmax = np.max(np.abs(d))
+    if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
+        return 0
+    return train_length(xmax, dmax, lrg, dw_min, n, blm)
+
+
+@numba.njit(cache=True)
+def update_expected_ctf(X, D, seeds, lrg, dw_min, n, um, blm, w, vt, kscale, lo, hi, cst, mi, pw, gap, tau_off,
+                        vt_ref, v_unit, p, q, sx, sd, rows, cols, gauss, noise_scale, var_tab, rs, nc, stats):
+    """CTF counterpart of :func:`update_expected_ideal` (e and t_last are left untouched).
+
+    ``var_tab`` (Gaussian mode): :func:`ctf_var_table` for the BL of every sample of the batch."""
+    st, bad = _validate(X, D, lrg, dw_min, n, um, blm)
+    if st != ST_OK:
+        return st, bad
+    d_gap = math.exp(-gap / tau_off)
+    d_t = math.exp(-(pw + gap) / tau_off)
+    for b in range(X.shape[0]):
+        bl, work, clipped = prepare(X[b], D[b], lrg, dw_min, n, um, blm, p, q, sx, sd)
+        stats[S_UPDATES] += 1
+        if not work:
+            continue
+        if clipped:
+            stats[S_CLIPPED] += 1
+        if gauss:
+            _rng.seed(rs, nc, seeds[b])
+        nr = _active(p, rows)
+        ncol = _active(q, cols)
+        for jj in range(ncol):
+            j = cols[jj]
+            qq = q[j]
+            sdj = sd[j]
+            for ii in range(nr):
+                i = rows[ii]
+                pp = p[i] * qq
+                s = sx[i] * sdj
+                dv = ctf_mean_dvt(pp, bl, s, vt[j, i], kscale[j, i], lo[j, i], hi[j, i], cst, mi, d_gap, d_t)
+                if gauss:
+                    u = min(max((vt[j, i] - lo[j, i]) / (hi[j, i] - lo[j, i]), 0.0), 1.0)
+                    base = u if s > 0 else 1.0 - u
+                    sat = (1.0 - (ipow(base, mi) if mi > 0 else base ** cst[8])) / cst[9]
+                    kap = cst[0] if s > 0 else cst[4]
+                    var = _interp(var_tab, 0 if s > 0 else 1, pp)
+                    dv += noise_scale * kap * kscale[j, i] * sat * math.sqrt(var) * _rng.normal(rs, nc)
+                nv = vt[j, i] + dv
+                if nv < lo[j, i]:
+                    nv = lo[j, i]
+                elif nv > hi[j, i]:
+                    nv = hi[j, i]
+                vt[j, i] = nv
+                w[j, i] = (nv - vt_ref) / v_unit
+    return ST_OK, X.shape[0]

@@ -1,0 +1,215 @@
+"""Drawing the stochastic row/column pulse trains (numba, event-driven).
+
+Shared by every update kernel. The pieces, all ``@njit(cache=True)`` and allocation-free (the
+tile owns the buffers):
+
+* :func:`prepare` -- validate one sample (x, d), choose the train length BL and the gains A, B
+  (update management / BL management, aihwkit's rules) and fill the per-row probability p_i,
+  per-column q_j and the signs;
+* :func:`draw_trains` -- draw every unit's ON slots as a Bernoulli process (geometric skipping
+  for sparse units, one uniform per slot for dense ones), written as CSR by unit, sorted by slot;
+* :func:`bucket_by_slot` -- counting sort of the row events into CSR by slot.
+
+Random numbers come from :mod:`ctfrpu.kernels.rng` (xoshiro256+), seeded per sample with a 63-bit
+integer that the tile draws from its ``np.random.Generator`` -- so every draw derives from the
+run's seed and the same seed gives the same pulses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .rng import uniform
+
+# status codes returned by the kernels
+ST_OK = 0
+ST_BAD_X = 1          # non-finite value in x
+ST_BAD_D = 2          # non-finite value in d
+ST_PROB = 3           # a probability above 1 without update management
+ST_CAPACITY = 4       # an event buffer is too small (the tile grows it and redoes the sample)
+
+DENSE_P = 0.25
+"""Above this per-slot probability a train is drawn slot by slot (one uniform per slot) rather
+than by geometric skipping (one uniform and one log per pulse)."""
+
+
+@numba.njit(cache=True)
+def check_sample(x, d, lrg, dw_min, n, um, blm):
+    """(status, pmax, qmax) of one sample without touching any buffer.
+
+    pmax/qmax are the unclipped largest row/column probabilities (0 when nothing is to be done).
+    """
+    xmax = 0.0
+    for i in range(x.size):
+        v = x[i]
+        if not np.isfinite(v):
+            return ST_BAD_X, 0.0, 0.0
+        a = abs(v)
+        if a > xmax:
+            xmax = a
+    dmax = 0.0
+    for j in range(d.size):
+        v = d[j]
+        if not np.isfinite(v):
+            return ST_BAD_D, 0.0, 0.0
+        a = abs(v)
+        if a > dmax:
+            dmax = a
+    if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
+        return ST_OK, 0.0, 0.0
+    bl = train_length(xmax, dmax, lrg, dw_min, n, blm)
+    ab = lrg / (bl * dw_min)
+    if um:
+        gamma = math.sqrt(dmax / xmax)
+        a_gain = math.sqrt(ab) * gamma
+        b_gain = math.sqrt(ab) / gamma
+    else:
+        a_gain = math.sqrt(ab)
+        b_gain = a_gain
+    pmax = a_gain * xmax
+    qmax = b_gain * dmax
+    if (not um) and (pmax > 1.0 or qmax > 1.0):
+        return ST_PROB, pmax, qmax
+    return ST_OK, pmax, qmax
+
+
+@numba.njit(cache=True)
+def train_length(xmax, dmax, lrg, dw_min, n, blm):
+    """BL: N, or with BL management aihwkit's ceil(lr gain max|x| max|d| / dw_min) capped at N."""
+    if not blm:
+        return n
+    need = lrg * xmax * dmax / dw_min
+    if not need < n:          # also catches inf
+        return n
+    bl = int(math.ceil(need))
+    return max(1, min(n, bl))
+
+
+@numba.njit(cache=True)
+def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
+    """Fill p, q (probabilities), sx = sign(x), sd = -sign(d); return (BL, any_work, clipped).
+
+    Assumes :func:`check_sample` passed. The cell sign is sx[i] * sd[j] = -sign(x_i d_j): the
+    weight moves down the gradient. A*B = lrg / (BL dw_min); with update management
+    A = sqrt(AB) gamma, B = sqrt(AB) / gamma, gamma = sqrt(max|d| / max|x|) (aihwkit), else
+    A = B = sqrt(AB). Probabilities are min(1, .) -- clipping can only happen with update
+    management (otherwise check_sample refuses), and is reported.
+    """
+    xmax = 0.0
+    for i in range(x.size):
+        a = abs(x[i])
+        if a > xmax:
+            xmax = a
+    dmax = 0.0
+    for j in range(d.size):
+        a = abs(d[j])
+        if a > dmax:
+            dmax = a
+    if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
+        return n, False, False
+    bl = train_length(xmax, dmax, lrg, dw_min, n, blm)
+    ab = lrg / (bl * dw_min)
+    if um:
+        gamma = math.sqrt(dmax / xmax)
+        a_gain = math.sqrt(ab) * gamma
+        b_gain = math.sqrt(ab) / gamma
+    else:
+        a_gain = math.sqrt(ab)
+        b_gain = a_gain
+    clipped = False
+    for i in range(x.size):
+        v = x[i]
+        pp = a_gain * abs(v)
+        if pp > 1.0:
+            pp = 1.0
+            clipped = True
+        p[i] = pp
+        sx[i] = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
+    for j in range(d.size):
+        v = d[j]
+        qq = b_gain * abs(v)
+        if qq > 1.0:
+            qq = 1.0
+            clipped = True
+        q[j] = qq
+        sd[j] = -1.0 if v > 0 else (1.0 if v < 0 else 0.0)
+    return bl, True, clipped
+
+
+@numba.njit(cache=True)
+def draw_trains(prob, bl, ptr, slots, rs):
+    """Draw each unit's ON slots among 0..bl-1 (independent Bernoulli(prob[u]) per slot).
+
+    Writes CSR by unit: unit u's slots, ascending, are slots[ptr[u]:ptr[u+1]]. Returns the
+    number of events, or -1 if ``slots`` is too small (nothing else is meaningful then).
+    Cost: one uniform + one log per pulse for sparse units, one uniform per slot for dense ones.
+    """
+    cap = slots.size
+    k = 0
+    ptr[0] = 0
+    for u in range(prob.size):
+        pp = prob[u]
+        if pp <= 0.0:
+            pass
+        elif pp >= 1.0:
+            if k + bl > cap:
+                return -1
+            for s in range(bl):
+                slots[k] = s
+                k += 1
+        elif pp > DENSE_P:
+            for s in range(bl):
+                if uniform(rs) < pp:
+                    if k >= cap:
+                        return -1
+                    slots[k] = s
+                    k += 1
+        else:
+            inv = 1.0 / math.log1p(-pp)
+            pos = -1.0
+            fbl = float(bl)
+            while True:
+                # number of OFF slots before the next ON slot ~ Geometric(pp) (support 0, 1, ...)
+                pos += 1.0 + math.floor(math.log(1.0 - uniform(rs)) * inv)
+                if pos >= fbl:
+                    break
+                if k >= cap:
+                    return -1
+                slots[k] = int(pos)
+                k += 1
+        ptr[u + 1] = k
+    return k
+
+
+@numba.njit(cache=True)
+def bucket_by_slot(ptr, slots, n_units, bl, slot_ptr, cursor, slot_units):
+    """Counting sort of CSR-by-unit events into CSR by slot: the units ON at slot k, ascending,
+    are slot_units[slot_ptr[k]:slot_ptr[k+1]]. O(events + bl)."""
+    for k in range(bl + 1):
+        slot_ptr[k] = 0
+    nev = ptr[n_units]
+    for t in range(nev):
+        slot_ptr[slots[t] + 1] += 1
+    for k in range(bl):
+        slot_ptr[k + 1] += slot_ptr[k]
+    for k in range(bl):
+        cursor[k] = slot_ptr[k]
+    for u in range(n_units):
+        for t in range(ptr[u], ptr[u + 1]):
+            k = slots[t]
+            slot_units[cursor[k]] = u
+            cursor[k] += 1
+
+
+@numba.njit(cache=True)
+def count_coincidences(col_ptr, col_slots, n_cols, slot_ptr):
+    """Number of coincidences (pulses applied to cells) of the drawn trains."""
+    total = 0
+    for j in range(n_cols):
+        for t in range(col_ptr[j], col_ptr[j + 1]):
+            k = col_slots[t]
+            total += slot_ptr[k + 1] - slot_ptr[k]
+    return total

@@ -1,0 +1,53 @@
+"""Configuration of an analog layer (aihwkit's ``rpu_config``): device + pulse train + update + I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..config import IOConfig, PulseConfig, UpdateConfig
+from ..devices import CTFDevice, IdealDevice, PulseTrain, build_device
+from ..errors import CtfrpuError
+
+
+@dataclass
+class RPUConfig:
+    """Everything an :class:`~ctfrpu.nn.AnalogLinear` tile needs (aihwkit: ``SingleRPUConfig``).
+
+    Build it directly, ``RPUConfig(device=CTFDevice(), pulses=PulseConfig(n=1000))``, or from a run
+    configuration with :meth:`from_run_config`.
+    """
+
+    device: IdealDevice | CTFDevice = field(default_factory=IdealDevice)
+    """The device of every cell (ideal constant-step device or OUR CTF model)."""
+    pulses: PulseConfig = field(default_factory=PulseConfig)
+    """Pulse-train design: N slots, gap, on_time / fixed_pw mode."""
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    """Update mode (exact / expected / gaussian), update and BL management."""
+    io: IOConfig = field(default_factory=IOConfig)
+    """Forward/backward periphery (inp_res, out_res, out_noise); ideal by default."""
+    gain: float = 1.0
+    """Multiplier of A*B (pulse-train design compensation hook); 1 = plain SGD."""
+
+    def __post_init__(self) -> None:
+        if getattr(self.device, "kind", None) not in ("ideal", "ctf"):
+            raise CtfrpuError(f"RPUConfig.device must be an IdealDevice or CTFDevice, got {type(self.device).__name__}")
+        for name, cls in (("pulses", PulseConfig), ("update", UpdateConfig), ("io", IOConfig)):
+            if not isinstance(getattr(self, name), cls):
+                raise CtfrpuError(f"RPUConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        if isinstance(self.gain, bool) or not isinstance(self.gain, (int, float)) or not math.isfinite(self.gain) \
+                or self.gain <= 0:
+            raise CtfrpuError(f"RPUConfig.gain must be finite and > 0, got {self.gain!r}")
+
+    @property
+    def train(self) -> PulseTrain:
+        """The validated pulse train of :attr:`pulses`."""
+        return PulseTrain.from_config(self.pulses)
+
+    @classmethod
+    def from_run_config(cls, cfg, gain: float = 1.0) -> "RPUConfig":
+        """From a :class:`ctfrpu.config.RunConfig` (device kind 'ideal' or 'ctf')."""
+        if cfg.device.kind == "fp":
+            raise CtfrpuError("device.kind = 'fp' has no analog tile: use torch.nn.Linear for the float baseline")
+        device = build_device(cfg.device.kind, cfg.device.params_file, dict(cfg.device.params))
+        return cls(device=device, pulses=cfg.pulses, update=cfg.update, io=cfg.io, gain=gain)

@@ -1,0 +1,472 @@
+"""A crossbar tile: analog forward/backward and the stochastic pulse-train update.
+
+:class:`AnalogTile` holds an (out_size x in_size) array of devices (ideal or CTF). The training
+engine computes the MVMs itself with BLAS on :attr:`AnalogTile.weights` (always current, updated
+in place by the update kernels) and calls :meth:`AnalogTile.update` once per sample.
+
+The update (science.md §3, aihwkit's vocabulary)::
+
+    dw_min = device.nominal_dw(train.pw)             program-time-conserving step of one pulse
+    BL     = N, or with update_bl_management min(N, ceil(lr gain max|x| max|d| / dw_min))
+    A B    = lr gain / (BL dw_min)
+    update_management:  A = sqrt(AB) gamma, B = sqrt(AB) / gamma, gamma = sqrt(max|d| / max|x|)
+    otherwise:          A = B = sqrt(AB)
+    p_i = min(1, A |x_i|)  per row (input i),   q_j = min(1, B |d_j|)  per column (output j)
+
+Each row i and column j gets a train of BL slots (slot k starts at k (pw + t_gap)); slot k of row
+i is ON with probability p_i, of column j with q_j, independently. Cell (j, i) receives one device
+pulse of width pw in every slot where both are ON, with sign -sign(x_i d_j), so that
+E[dW] = -lr gain outer(d, x) for the ideal device inside its bounds (gradient descent). BL
+management keeps pw and the slot period and drops the tail slots; the A B rescaling keeps the
+mean unchanged.
+
+Probabilities above 1: without update management they are an error (CtfrpuError: lower lr or
+enable update management); with update management p_max = q_max = sqrt(AB max|x| max|d|) exceeds
+1 only when even a full train cannot deliver the requested update -- the probabilities are then
+clipped to 1 (the update saturates) and the sample is counted in ``stats['clipped']``.
+
+Modes (``UpdateConfig.mode``): 'exact' (pulse-exact, per-cell pulse history, event-driven numba
+kernel), 'expected' (the device's exact mean update of the train, noise-free), 'gaussian'
+(expected + independent Gaussian noise per cell of the exact mode's variance -- OUR approximation,
+see :mod:`ctfrpu.kernels.expected`).
+
+Time (CTF relaxation). Sample u's train starts at u * train.duration on the tile's clock (OUR
+choice: trains back to back, each lasting the full N slots, also with BL management). With
+``CTFDevice.carry_enhancement=False`` (default) every update starts fully relaxed (e = 0);
+with True a cell's first pulse of an update starts from its previous e relaxed over the real
+off time since its previous pulse. The expected and Gaussian modes always start from e = 0.
+
+Random numbers: everything derives from the tile's ``np.random.Generator``: the device-to-device
+draws at construction, one 63-bit seed per sample for the kernels' own generator
+(:mod:`ctfrpu.kernels.rng`: pulse trains, cycle-to-cycle noise) and the forward/backward output
+noise. Same generator state -> same result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import IOConfig, UpdateConfig
+from .devices.pulses import PulseTrain
+from .errors import CtfrpuError
+from .kernels import ctfmath
+from .kernels import exact as kx
+from .kernels import expected as ke
+from .kernels import rng as krng
+from .kernels.trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, check_sample, count_coincidences
+
+EVENT_FIELDS_IDEAL = [("row", np.int32), ("col", np.int32), ("slot", np.int32), ("time_s", np.float64),
+                      ("sign", np.int8), ("dw", np.float64)]
+EVENT_FIELDS_CTF = EVENT_FIELDS_IDEAL + [("dvt_V", np.float64), ("e0", np.float64)]
+EVENT_DTYPE_IDEAL = np.dtype(EVENT_FIELDS_IDEAL)
+"""Pulse events of :meth:`AnalogTile.trace_update` (ideal device): row = input index i, col =
+output index j, slot k, time_s = k * period (start of the pulse, from the train's start), sign
++1 potentiate / -1 depress, dw = weight change of the cell (after bounds)."""
+EVENT_DTYPE_CTF = np.dtype(EVENT_FIELDS_CTF)
+"""As :data:`EVENT_DTYPE_IDEAL` plus dvt_V (V_T change, volts) and e0 (enhancement at the pulse's
+start, after relaxation) for the CTF device."""
+
+_INITIAL_CAPACITY = 16384
+
+
+def _check_batch(X, D, lrg, dw_min, n, um, blm):
+    for b in range(X.shape[0]):
+        st, _, _ = check_sample(X[b], D[b], lrg, dw_min, n, um, blm)
+        if st != ST_OK:
+            return st, b
+    return ST_OK, -1
+
+
+def _as_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise CtfrpuError(f"AnalogTile: {what} must be an integer >= 1, got {v!r}")
+    return int(v)
+
+
+class AnalogTile:
+    """Crossbar of ``out_size x in_size`` devices with the stochastic pulse-train update.
+
+    Parameters: ``device`` an :class:`~ctfrpu.devices.IdealDevice` or
+    :class:`~ctfrpu.devices.CTFDevice`; ``train`` the pulse-train design; ``update`` and ``io``
+    from :mod:`ctfrpu.config`; ``rng`` the generator every random draw of the tile comes from;
+    ``w0`` initial weights (out, in) (clipped to the device window; default 0); ``gain``
+    multiplies A*B (the hook of the compensation technique; settable later, ``tile.gain = g``).
+    """
+
+    def __init__(self, out_size: int, in_size: int, device, train: PulseTrain, update: UpdateConfig,
+                 io: IOConfig, rng: np.random.Generator, w0: np.ndarray | None = None, gain: float = 1.0):
+        self.out_size = _as_int(out_size, "out_size")
+        self.in_size = _as_int(in_size, "in_size")
+        kind = getattr(device, "kind", None)
+        if kind not in ("ideal", "ctf"):
+            raise CtfrpuError(f"AnalogTile: device must be an IdealDevice or CTFDevice, got {type(device).__name__}")
+        if not isinstance(train, PulseTrain):
+            raise CtfrpuError(f"AnalogTile: train must be a PulseTrain, got {type(train).__name__}")
+        if not isinstance(update, UpdateConfig):
+            raise CtfrpuError(f"AnalogTile: update must be an UpdateConfig, got {type(update).__name__}")
+        if not isinstance(io, IOConfig):
+            raise CtfrpuError(f"AnalogTile: io must be an IOConfig, got {type(io).__name__}")
+        if not isinstance(rng, np.random.Generator):
+            raise CtfrpuError(f"AnalogTile: rng must be a numpy Generator, got {type(rng).__name__}")
+        shape = (self.out_size, self.in_size)
+        if w0 is not None:
+            w0 = np.asarray(w0, dtype=np.float64)
+            if w0.shape != shape:
+                raise CtfrpuError(f"AnalogTile: w0 has shape {w0.shape}, expected {shape}")
+            if not np.all(np.isfinite(w0)):
+                raise CtfrpuError("AnalogTile: w0 contains NaN or inf")
+        self.device = device
+        self.kind = kind
+        self.train = train
+        self.update_config = update
+        self.io = io
+        self.rng = rng
+        self.gain = gain
+
+        st = device.init_state(shape, rng, w0)
+        cont = {f: (None if getattr(st, f) is None else np.ascontiguousarray(getattr(st, f), dtype=np.float64))
+                for f in ("w", "rate_scale", "lo", "hi", "vt", "e", "t_last")}
+        self.state = st.replace(**cont)
+        """The device state; its arrays are updated in place (``state.w is tile.weights``'s base)."""
+        self._w = self.state.w
+        self._w_ro = self._w.view()
+        self._w_ro.flags.writeable = False
+
+        self.dw_min = float(device.nominal_dw(train.pw))
+        """Program-time-conserving step of one pulse of width pw (aihwkit's dw_min)."""
+        n = train.n
+        self._n = n
+        self._clock = 0.0
+        self._stats = np.zeros(kx.N_STATS, dtype=np.int64)
+        # per-sample buffers
+        self._p = np.zeros(self.in_size)
+        self._sx = np.zeros(self.in_size)
+        self._q = np.zeros(self.out_size)
+        self._sd = np.zeros(self.out_size)
+        self._row_ptr = np.zeros(self.in_size + 1, dtype=np.int64)
+        self._col_ptr = np.zeros(self.out_size + 1, dtype=np.int64)
+        self._slot_ptr = np.zeros(n + 1, dtype=np.int64)
+        self._cursor = np.zeros(n, dtype=np.int64)
+        self._rows_idx = np.zeros(self.in_size, dtype=np.int64)
+        self._cols_idx = np.zeros(self.out_size, dtype=np.int64)
+        self._cap_r = min(n * self.in_size, _INITIAL_CAPACITY)
+        self._cap_c = min(n * self.out_size, _INITIAL_CAPACITY)
+        self._row_slots = np.zeros(self._cap_r, dtype=np.int32)
+        self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
+        self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
+        self._rs, self._nc = krng.new_state()
+        if kind == "ideal":
+            self._dw_pulse = float(device.rate * train.pw)
+            self._std = float(device.dw_min_std)
+        else:
+            self._cst = ctfmath.sign_consts(device.kernel_params(), train.pw)
+            self._mi = ctfmath.int_exponent(device.bound_exponent)
+            self._var_tabs: dict[int, np.ndarray] = {}
+            self._no_tab = np.zeros((2, ke.VAR_GRID + 1))
+            g = np.arange(n + 1, dtype=np.float64)
+            dec = np.exp(-(g * train.period - train.pw) / device.tau_off)
+            dec[0] = 1.0
+            self._dec = dec
+            self._last_row = np.zeros(self.in_size, dtype=np.int64)
+            self._stamp_row = np.full(self.in_size, -1, dtype=np.int64)
+            self._stamp_counter = np.zeros(1, dtype=np.int64)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def gain(self) -> float:
+        """Multiplier of A*B (compensation hook); 1 = plain SGD scaling."""
+        return self._gain
+
+    @gain.setter
+    def gain(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(value) or value <= 0:
+            raise CtfrpuError(f"AnalogTile: gain must be finite and > 0, got {value!r}")
+        self._gain = float(value)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Current weights, (out, in) float64 C-contiguous, read-only view updated in place."""
+        return self._w_ro
+
+    @property
+    def clock(self) -> float:
+        """Tile time, seconds: start of the next update's train."""
+        return self._clock
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters since construction: updates (samples), pulses (coincidences applied to cells),
+        row_pulses / col_pulses (ON slots of the row / column trains), clipped (samples whose
+        probabilities were clipped at 1)."""
+        s = self._stats
+        return {"updates": int(s[kx.S_UPDATES]), "pulses": int(s[kx.S_COINC]),
+                "row_pulses": int(s[kx.S_ROW_PULSES]), "col_pulses": int(s[kx.S_COL_PULSES]),
+                "clipped": int(s[kx.S_CLIPPED])}
+
+    def __repr__(self) -> str:
+        return (f"AnalogTile({self.out_size}x{self.in_size}, device={self.kind}, {self.train.describe()}, "
+                f"mode={self.update_config.mode}, gain={self.gain:g})")
+
+    # -- weights ------------------------------------------------------------------------------
+
+    def get_weights(self) -> np.ndarray:
+        """A copy of the weights (out, in)."""
+        return self._w.copy()
+
+    def set_weights(self, w: np.ndarray) -> None:
+        """Program the weights (clipped to each cell's window). For the CTF device V_T is set and
+        the cell left fully relaxed (e = 0, no pulse history)."""
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != self._w.shape:
+            raise CtfrpuError(f"set_weights: shape {w.shape}, expected {self._w.shape}")
+        if not np.all(np.isfinite(w)):
+            raise CtfrpuError("set_weights: weights contain NaN or inf")
+        st = self.state
+        if self.kind == "ideal":
+            np.clip(w, st.lo, st.hi, out=self._w)
+        else:
+            dev = self.device
+            np.clip(dev.vt_ref + dev.v_unit * w, st.lo, st.hi, out=st.vt)
+            np.subtract(st.vt, dev.vt_ref, out=self._w)
+            self._w /= dev.v_unit
+            st.e.fill(0.0)
+            st.t_last.fill(-np.inf)
+
+    # -- forward / backward ---------------------------------------------------------------------
+
+    def _check_vec(self, a, size: int, what: str) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim not in (1, 2) or a.shape[-1] != size:
+            raise CtfrpuError(f"{what}: expected shape ({size},) or (B, {size}), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise CtfrpuError(f"{what}: input contains NaN or inf")
+        return a
+
+    def _mvm(self, a: np.ndarray, transposed: bool) -> np.ndarray:
+        mat = self._w if transposed else self._w.T      # y = a @ mat
+        io = self.io
+        if io.inp_res == 0 and io.out_res == 0 and io.out_noise == 0:
+            return a @ mat
+        # aihwkit-style periphery: abs-max noise management, DAC quantisation of the normalised
+        # input, additive output noise and ADC quantisation in normalised units, then rescale.
+        alpha = np.max(np.abs(a), axis=-1, keepdims=True)
+        alpha = np.where(alpha > 0, alpha, 1.0)
+        an = a / alpha
+        if io.inp_res > 0:
+            an = np.clip(np.round(an / io.inp_res) * io.inp_res, -1.0, 1.0)
+        y = an @ mat
+        if io.out_noise > 0:
+            y = y + io.out_noise * self.rng.standard_normal(y.shape)
+        if io.out_res > 0:
+            y = np.round(y / io.out_res) * io.out_res
+        return y * (alpha if a.ndim == 2 else alpha[0])
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = W x for x of shape (in,) or (B, in) (IOConfig periphery applied if set)."""
+        return self._mvm(self._check_vec(x, self.in_size, "forward"), transposed=False)
+
+    def backward(self, d: np.ndarray) -> np.ndarray:
+        """W^T d for d of shape (out,) or (B, out) (IOConfig periphery applied if set)."""
+        return self._mvm(self._check_vec(d, self.out_size, "backward"), transposed=True)
+
+    # -- update -----------------------------------------------------------------------------
+
+    def _batch(self, x, d):
+        x = np.asarray(x, dtype=np.float64)
+        d = np.asarray(d, dtype=np.float64)
+        if x.ndim == 1 and d.ndim == 1:
+            x = x[None, :]
+            d = d[None, :]
+        if x.ndim != 2 or d.ndim != 2 or x.shape[1] != self.in_size or d.shape[1] != self.out_size \
+                or x.shape[0] != d.shape[0]:
+            raise CtfrpuError(f"update: x and d must have shapes ({self.in_size},)/({self.out_size},) or "
+                              f"(B, {self.in_size})/(B, {self.out_size}), got {x.shape} and {d.shape}")
+        return np.ascontiguousarray(x), np.ascontiguousarray(d)
+
+    def _lrg(self, lr) -> float:
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(lr) or lr < 0:
+            raise CtfrpuError(f"update: lr must be finite and >= 0, got {lr!r}")
+        return float(lr) * self._gain
+
+    def _raise(self, status: int, b: int, X, D, lrg: float, batch: int):
+        where = f" (sample {b})" if batch > 1 else ""
+        if status == ST_BAD_X:
+            raise CtfrpuError(f"update: x contains NaN or inf{where}")
+        if status == ST_BAD_D:
+            raise CtfrpuError(f"update: d contains NaN or inf{where}")
+        if status == ST_PROB:
+            uc = self.update_config
+            _, pm, qm = check_sample(X[b], D[b], lrg, self.dw_min, self._n, uc.update_management,
+                                     uc.update_bl_management)
+            raise CtfrpuError(f"update: pulse probability above 1 without update management "
+                              f"(max p = {pm:.3g}, max q = {qm:.3g}){where}; lower lr or set "
+                              f"update.update_management = true")
+        raise CtfrpuError(f"update: internal kernel status {status}")  # pragma: no cover
+
+    def _grow(self, status: int) -> None:
+        if status == kx.ST_CAP_ROWS:
+            self._cap_r = min(2 * self._cap_r, self._n * self.in_size)
+            self._row_slots = np.zeros(self._cap_r, dtype=np.int32)
+            self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
+        else:
+            self._cap_c = min(2 * self._cap_c, self._n * self.out_size)
+            self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
+
+    def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
+        """Apply the stochastic pulsed update, E[dW] = -lr * gain * outer(d, x) (ideal device).
+
+        x (in,) and d (out,), or a batch (B, in) / (B, out) applied sample by sample. The whole batch
+        is checked first: NaN/inf or (without update management) a probability above 1 raises
+        CtfrpuError and leaves the weights untouched.
+        """
+        X, D = self._batch(x, d)
+        lrg = self._lrg(lr)
+        nb = X.shape[0]
+        seeds = self.rng.integers(0, 2**63, size=nb, dtype=np.int64)
+        uc = self.update_config
+        um, blm = bool(uc.update_management), bool(uc.update_bl_management)
+        if uc.mode == "exact":
+            start = 0
+            while True:
+                if self.kind == "ideal":
+                    st, b = kx.update_exact_ideal(
+                        X, D, seeds, start, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std,
+                        self._w, self.state.rate_scale, self.state.lo, self.state.hi, self._p, self._q,
+                        self._sx, self._sd, self._row_ptr, self._row_slots, self._slot_ptr, self._cursor,
+                        self._slot_rows, self._col_ptr, self._col_slots, self._rs, self._nc, self._stats)
+                else:
+                    s = self.state
+                    dev = self.device
+                    st, b = kx.update_exact_ctf(
+                        X, D, seeds, start, lrg, self.dw_min, self._n, um, blm, self._clock, self.train.duration,
+                        self._w, s.vt, s.e, s.t_last, s.rate_scale, s.lo, s.hi, self._cst, self._mi, self.train.pw,
+                        self.train.period, bool(dev.carry_enhancement), self._dec, dev.tau_off, dev.vt_ref,
+                        dev.v_unit, self._last_row, self._stamp_row, self._stamp_counter, self._p, self._q,
+                        self._sx, self._sd, self._row_ptr, self._row_slots, self._slot_ptr, self._cursor,
+                        self._slot_rows, self._col_ptr, self._col_slots, self._rs, self._nc, self._stats)
+                if st == ST_OK:
+                    break
+                if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):
+                    self._grow(st)
+                    start = b
+                    continue
+                self._raise(st, b, X, D, lrg, nb)
+        else:
+            gauss = uc.mode == "gaussian"
+            if self.kind == "ideal":
+                st, b = ke.update_expected_ideal(
+                    X, D, seeds, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std, self._w,
+                    self.state.rate_scale, self.state.lo, self.state.hi, self._p, self._q, self._sx, self._sd,
+                    self._rows_idx, self._cols_idx, gauss, float(uc.noise_scale), self._rs, self._nc, self._stats)
+            elif not (gauss and blm):
+                st, b = self._expected_ctf(X, D, seeds, lrg, um, blm, gauss, self._n)
+            else:   # Gaussian CTF with BL management: each sample needs the variance table of its BL
+                st, b = _check_batch(X, D, lrg, self.dw_min, self._n, um, blm)
+                for k in range(nb if st == ST_OK else 0):
+                    bl = int(ke.sample_bl(X[k], D[k], lrg, self.dw_min, self._n, blm))
+                    if bl == 0:
+                        self._stats[kx.S_UPDATES] += 1
+                        continue
+                    st, b = self._expected_ctf(X[k:k + 1], D[k:k + 1], seeds[k:k + 1], lrg, um, blm, gauss, bl)
+            if st != ST_OK:
+                self._raise(st, b, X, D, lrg, nb)
+        self._clock += nb * self.train.duration
+
+    def _var_table(self, bl: int) -> np.ndarray:
+        tab = self._var_tabs.get(bl)
+        if tab is None:
+            dev, tr = self.device, self.train
+            tab = ke.ctf_var_table(self._cst, max(bl, 1), math.exp(-tr.gap / dev.tau_off),
+                                   math.exp(-tr.period / dev.tau_off))
+            self._var_tabs[bl] = tab
+        return tab
+
+    def _expected_ctf(self, X, D, seeds, lrg, um, blm, gauss, bl):
+        s = self.state
+        dev = self.device
+        tab = self._var_table(bl) if gauss else self._no_tab
+        return ke.update_expected_ctf(
+            X, D, seeds, lrg, self.dw_min, self._n, um, blm, self._w, s.vt, s.rate_scale, s.lo, s.hi,
+            self._cst, self._mi, self.train.pw, self.train.gap, dev.tau_off, dev.vt_ref, dev.v_unit, self._p,
+            self._q, self._sx, self._sd, self._rows_idx, self._cols_idx, gauss, float(self.update_config.noise_scale),
+            tab, self._rs, self._nc, self._stats)
+
+    def trace_update(self, x: np.ndarray, d: np.ndarray, lr: float) -> np.ndarray:
+        """Apply ONE exact-mode update (x (in,), d (out,)) and return its pulse events.
+
+        Returns a structured array (:data:`EVENT_DTYPE_IDEAL` or :data:`EVENT_DTYPE_CTF`), one
+        record per pulse applied to a cell, ordered by column then slot then row (each cell's pulses
+        in time order). The update applied -- and the generator draws used -- are exactly those of
+        :meth:`update` with the same generator state.
+        """
+        if self.update_config.mode != "exact":
+            raise CtfrpuError(f"trace_update: needs update.mode = 'exact' (this tile: "
+                              f"'{self.update_config.mode}'): only the exact mode has pulses")
+        x = np.asarray(x, dtype=np.float64)
+        d = np.asarray(d, dtype=np.float64)
+        if x.ndim != 1 or d.ndim != 1:
+            raise CtfrpuError("trace_update: one sample only: x (in,) and d (out,)")
+        X, D = self._batch(x, d)
+        lrg = self._lrg(lr)
+        uc = self.update_config
+        um, blm = bool(uc.update_management), bool(uc.update_bl_management)
+        seed = self.rng.integers(0, 2**63, size=1, dtype=np.int64)
+        st, _, _ = check_sample(X[0], D[0], lrg, self.dw_min, self._n, um, blm)
+        if st != ST_OK:
+            self._raise(st, 0, X, D, lrg, 1)
+        while True:
+            st, bl, clipped, nr, nc = kx.draw_sample(
+                X[0], D[0], seed[0], lrg, self.dw_min, self._n, um, blm, self._p, self._q, self._sx, self._sd,
+                self._row_ptr, self._row_slots, self._slot_ptr, self._cursor, self._slot_rows, self._col_ptr,
+                self._col_slots, self._rs, self._nc)
+            if st == ST_OK:
+                break
+            self._grow(st)
+        dtype = EVENT_DTYPE_IDEAL if self.kind == "ideal" else EVENT_DTYPE_CTF
+        self._stats[kx.S_UPDATES] += 1
+        if bl == 0:
+            self._clock += self.train.duration
+            return np.zeros(0, dtype=dtype)
+        m = count_coincidences(self._col_ptr, self._col_slots, self.out_size, self._slot_ptr)
+        r_row = np.empty(m, dtype=np.int64)
+        r_col = np.empty(m, dtype=np.int64)
+        r_slot = np.empty(m, dtype=np.int64)
+        r_sign = np.empty(m)
+        r_dw = np.empty(m)
+        if self.kind == "ideal":
+            cnt = kx.apply_ideal(self._w, self.state.rate_scale, self.state.lo, self.state.hi, self._dw_pulse,
+                                 self._std, self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr,
+                                 self._col_slots, self._rs, self._nc, True, r_row, r_col, r_slot, r_sign, r_dw)
+        else:
+            s = self.state
+            dev = self.device
+            r_dvt = np.empty(m)
+            r_e0 = np.empty(m)
+            cnt = kx.apply_ctf(self._w, s.vt, s.e, s.t_last, s.rate_scale, s.lo, s.hi, self._cst, self._mi,
+                               self.train.pw, self.train.period, self._clock, bool(dev.carry_enhancement), self._dec, dev.tau_off,
+                               dev.vt_ref, dev.v_unit, self._last_row, self._stamp_row, int(self._stamp_counter[0]),
+                               self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr, self._col_slots,
+                               self._rs, self._nc, True, r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0)
+            self._stamp_counter[0] += self.out_size
+        assert cnt == m
+        self._stats[kx.S_COINC] += cnt
+        self._stats[kx.S_ROW_PULSES] += nr
+        self._stats[kx.S_COL_PULSES] += nc
+        self._stats[kx.S_CLIPPED] += int(clipped)
+        self._clock += self.train.duration
+        ev = np.zeros(m, dtype=dtype)
+        ev["row"] = r_row
+        ev["col"] = r_col
+        ev["slot"] = r_slot
+        ev["time_s"] = r_slot * self.train.period
+        ev["sign"] = r_sign
+        ev["dw"] = r_dw
+        if self.kind == "ctf":
+            ev["dvt_V"] = r_dvt
+            ev["e0"] = r_e0
+        return ev

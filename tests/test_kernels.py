@@ -1,0 +1,221 @@
+"""Unit tests of the numba update kernels: generator, train drawing, bucketing, CTF pulse math,
+train moments. Statistical checks use fixed seeds and tolerances of a few standard errors derived
+from the sample size."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from ctfrpu.devices import CTFDevice
+from ctfrpu.devices.ctf import pulse_math
+from ctfrpu.kernels import ctfmath
+from ctfrpu.kernels import expected as ke
+from ctfrpu.kernels import rng as krng
+from ctfrpu.kernels import trains as kt
+
+Z = 5.0   # standard errors allowed in statistical checks
+
+
+# -- generator ---------------------------------------------------------------------------------
+
+def test_rng_uniform_and_normal_moments():
+    rs, nc = krng.new_state()
+    krng.seed(rs, nc, 2024)
+    n = 400_000
+    u = np.empty(n)
+    krng.fill_uniform(rs, u)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < Z * math.sqrt(1 / 12 / n)
+    assert abs(u.var() - 1 / 12) < Z * math.sqrt((1 / 80 - 1 / 144) / n)
+    z = np.empty(n)
+    krng.fill_normal(rs, nc, z)
+    assert abs(z.mean()) < Z / math.sqrt(n)
+    assert abs(z.var() - 1.0) < Z * math.sqrt(2.0 / n)
+    assert abs(np.mean(z ** 4) - 3.0) < Z * math.sqrt(96.0 / n)
+    # consecutive draws uncorrelated
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < Z / math.sqrt(n)
+
+
+def test_rng_same_seed_same_stream():
+    out = []
+    for s in (7, 7, 8):
+        rs, nc = krng.new_state()
+        krng.seed(rs, nc, s)
+        a = np.empty(100)
+        krng.fill_normal(rs, nc, a)
+        out.append(a)
+    assert np.array_equal(out[0], out[1])
+    assert not np.array_equal(out[0], out[2])
+
+
+# -- trains ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.003, 0.05, 0.2, 0.25, 0.4, 0.9, 1.0])
+def test_draw_trains_is_a_bernoulli_process(p):
+    """Per-slot ON frequency p, count variance bl p (1 - p), adjacent slots independent --
+    for both the geometric-skipping (p <= 0.25) and the slot-by-slot branch."""
+    bl, units = 50, 4000
+    prob = np.full(units, p)
+    ptr = np.zeros(units + 1, dtype=np.int64)
+    slots = np.zeros(bl * units, dtype=np.int32)
+    rs, nc = krng.new_state()
+    krng.seed(rs, nc, 99)
+    nev = kt.draw_trains(prob, bl, ptr, slots, rs)
+    assert nev == ptr[-1]
+    on = np.zeros((units, bl), dtype=bool)
+    for u in range(units):
+        s = slots[ptr[u]:ptr[u + 1]]
+        assert np.all(np.diff(s) > 0) and (s.size == 0 or (s[0] >= 0 and s[-1] < bl))
+        on[u, s] = True
+    counts = on.sum(1)
+    if p == 1.0:
+        assert np.all(on)
+        return
+    m = units
+    assert abs(counts.mean() - bl * p) < Z * math.sqrt(bl * p * (1 - p) / m)
+    var = bl * p * (1 - p)
+    mu4 = var * (1 + 3 * (bl - 2) * p * (1 - p))           # 4th central moment of a binomial
+    assert abs(counts.var() - var) < Z * math.sqrt((mu4 - var ** 2) / m)
+    freq = on.mean(0)                                        # every slot fires with probability p
+    assert np.all(np.abs(freq - p) < (Z + 1) * math.sqrt(p * (1 - p) / m))
+    both = (on[:, :-1] & on[:, 1:]).mean()                   # P(k and k+1) = p^2
+    assert abs(both - p * p) < Z * math.sqrt(p * p * (1 - p * p) / (m * (bl - 1))) * 2
+
+
+def test_draw_trains_capacity_overflow_reported():
+    prob = np.full(10, 0.5)
+    ptr = np.zeros(11, dtype=np.int64)
+    slots = np.zeros(20, dtype=np.int32)
+    rs, nc = krng.new_state()
+    krng.seed(rs, nc, 1)
+    assert kt.draw_trains(prob, 100, ptr, slots, rs) == -1
+
+
+def test_bucket_by_slot_matches_numpy():
+    rng = np.random.default_rng(3)
+    units, bl = 37, 60
+    on = rng.random((units, bl)) < rng.random((units, 1))
+    ptr = np.concatenate([[0], np.cumsum(on.sum(1))]).astype(np.int64)
+    slots = np.concatenate([np.flatnonzero(r) for r in on]).astype(np.int32)
+    slot_ptr = np.zeros(bl + 1, dtype=np.int64)
+    cursor = np.zeros(bl, dtype=np.int64)
+    slot_units = np.zeros(slots.size, dtype=np.int32)
+    kt.bucket_by_slot(ptr, slots, units, bl, slot_ptr, cursor, slot_units)
+    for k in range(bl):
+        assert np.array_equal(slot_units[slot_ptr[k]:slot_ptr[k + 1]], np.flatnonzero(on[:, k]))
+
+
+def test_prepare_gains_update_and_bl_management():
+    x = np.array([0.5, -0.25, 0.0])
+    d = np.array([0.02, -0.1])
+    p, q, sx, sd = np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(2)
+    lrg, dw_min, n = 0.01, 0.001, 1000
+    ab = lrg / (n * dw_min)
+    bl, work, clipped = kt.prepare(x, d, lrg, dw_min, n, True, False, p, q, sx, sd)
+    gamma = math.sqrt(0.1 / 0.5)
+    assert bl == n and work and not clipped
+    np.testing.assert_allclose(p, math.sqrt(ab) * gamma * np.abs(x), rtol=1e-14)
+    np.testing.assert_allclose(q, math.sqrt(ab) / gamma * np.abs(d), rtol=1e-14)
+    assert list(sx) == [1, -1, 0] and list(sd) == [-1, 1]          # cell sign = -sign(x d)
+    # without update management: A = B = sqrt(AB)
+    kt.prepare(x, d, lrg, dw_min, n, False, False, p, q, sx, sd)
+    np.testing.assert_allclose(p, math.sqrt(ab) * np.abs(x), rtol=1e-14)
+    # BL management: BL = ceil(lr max|x| max|d| / dw_min) = ceil(0.05) = 1; the mean N-independent
+    bl, _, _ = kt.prepare(x, d, lrg, dw_min, n, True, True, p, q, sx, sd)
+    assert bl == math.ceil(lrg * 0.5 * 0.1 / dw_min) == 1
+    assert math.isclose(bl * p[0] * q[1], lrg * 0.5 * 0.1 / dw_min, rel_tol=1e-12)
+    bl, _, _ = kt.prepare(x, d, 2.0, dw_min, n, True, True, p, q, sx, sd)
+    assert bl == 100
+    bl, _, _ = kt.prepare(x, d, 1e6, dw_min, n, True, True, p, q, sx, sd)   # capped at N, then clipped
+    assert bl == n
+    # clipping reported with update management, refused without
+    assert kt.prepare(x, d, 1e6, dw_min, n, True, False, p, q, sx, sd)[2]
+    assert p.max() == 1.0
+    st, pm, qm = kt.check_sample(x, d, 1e6, dw_min, n, False, False)
+    assert st == kt.ST_PROB and pm > 1
+    assert kt.check_sample(np.array([np.nan, 0, 0]), d, lrg, dw_min, n, True, False)[0] == kt.ST_BAD_X
+    assert kt.check_sample(x, np.array([0, np.inf]), lrg, dw_min, n, True, False)[0] == kt.ST_BAD_D
+
+
+# -- CTF pulse math ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m", [6.0, 2.5])
+@pytest.mark.parametrize("pw", [5e-6, 0.7e-6, 40e-6])
+def test_specialised_pulse_equals_device_closed_form(m, pw):
+    dev = CTFDevice(bound_exponent=m, dv_std=0.2, a_e=0.5, tau_on_e=4e-6, t_d_e=0.9e-6, kappa_e=150.0)
+    prm = dev.kernel_params()
+    cst = ctfmath.sign_consts(prm, pw)
+    mi = ctfmath.int_exponent(m)
+    rng = np.random.default_rng(5)
+    n = 2000
+    lo = dev.vt_min + rng.uniform(-0.1, 0.1, n)
+    hi = dev.vt_max + rng.uniform(-0.1, 0.1, n)
+    vt = rng.uniform(lo - 0.05, hi + 0.05)            # also outside the window (u clipped)
+    vt[:20] = hi[:20]
+    vt[20:40] = lo[20:40]
+    e0 = rng.uniform(0, 1, n)
+    sign = rng.choice([-1.0, 1.0], n)
+    ks = rng.uniform(0.5, 1.5, n)
+    xi = rng.normal(0, 3, n)                           # large: exercises the max(0, .) of the noise
+    vt_ref, e_ref = pulse_math(vt, e0, pw, sign, ks, lo, hi, prm, xi)
+    vt_out, e_out = np.empty(n), np.empty(n)
+    ctfmath.pulse_vec(vt, e0, sign, ks, lo, hi, cst, mi, xi, vt_out, e_out)
+    np.testing.assert_allclose(vt_out, vt_ref, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(e_out, e_ref, rtol=0, atol=1e-14)
+
+
+def test_train_moments_by_enumeration():
+    """ctf_unit_moments (second-moment recursion) equals brute-force enumeration of all fire
+    patterns of a short train (no cycle-to-cycle noise), and var_eta adds sum E[step^2] var_eta."""
+    a, b, c, d_gap, d_t, pp, bl = 0.7, 0.9, 0.4, 0.8, 0.6, 0.35, 6
+    mean = second = 0.0
+    sq_steps = 0.0
+    for pattern in itertools.product([0, 1], repeat=bl):
+        prob = np.prod([pp if f else 1 - pp for f in pattern])
+        e, s, s2 = 0.0, 0.0, 0.0
+        for f in pattern:
+            if f:
+                step = a + b * e
+                s += step
+                s2 += step * step
+                e = (1 - (1 - e) * c) * d_gap
+            else:
+                e *= d_t
+        mean += prob * s
+        second += prob * s * s
+        sq_steps += prob * s2
+    m, v = ke.ctf_unit_moments(pp, bl, a, b, c, d_gap, d_t, 0.0)
+    assert math.isclose(m, mean, rel_tol=1e-12)
+    assert math.isclose(v, second - mean ** 2, rel_tol=1e-10)
+    _, v2 = ke.ctf_unit_moments(pp, bl, a, b, c, d_gap, d_t, 0.04)
+    assert math.isclose(v2, second - mean ** 2 + 0.04 * sq_steps, rel_tol=1e-10)
+    # b = 0: the ideal device's binomial variance
+    _, v3 = ke.ctf_unit_moments(pp, 40, 1.0, 0.0, c, d_gap, d_t, 0.01)
+    assert math.isclose(v3, 40 * pp * (1 - pp + 0.01), rel_tol=1e-12)
+
+
+def test_ctf_mean_kernel_matches_device_expected_train_dvt():
+    from ctfrpu.devices import PulseTrain
+    dev = CTFDevice(a_e=0.5, tau_on_e=4e-6)
+    rng = np.random.default_rng(8)
+    n = 300
+    vt = rng.uniform(1.5, 4.5, n)
+    prob = rng.uniform(0, 1, n)
+    sign = rng.choice([-1.0, 1.0], n)
+    ks = rng.uniform(0.8, 1.2, n)
+    for train in (PulseTrain(100, 3e-6, 1e-6), PulseTrain(7, 40e-6, 0.0)):
+        ref = dev.expected_train_dvt(vt, prob, sign, train, ks, dev.vt_min, dev.vt_max)
+        cst = ctfmath.sign_consts(dev.kernel_params(), train.pw)
+        dg, dt = math.exp(-train.gap / dev.tau_off), math.exp(-train.period / dev.tau_off)
+        got = [ke.ctf_mean_dvt(prob[i], train.n, sign[i], vt[i], ks[i], dev.vt_min, dev.vt_max, cst,
+                               ctfmath.int_exponent(dev.bound_exponent), dg, dt) for i in range(n)]
+        np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-15)
+        # and the recursion's mean agrees with the closed form (unit step, s = 1)
+        m, _ = ke.ctf_unit_moments(0.3, train.n, cst[1], cst[2], cst[3], dg, dt, 0.0)
+        ref1 = dev.expected_train_dvt(np.array([dev.vt_ref]), np.array([0.3]), np.array([1.0]), train)
+        s_mid = 1.0
+        assert math.isclose(dev.kappa_p * s_mid * m, float(ref1[0]), rel_tol=1e-10)
