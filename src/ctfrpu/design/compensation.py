@@ -30,9 +30,9 @@ which is 1/r when the polarities are symmetric. For the ideal device r = 1 and g
 
 Residual. Cells whose coincidence probability P differs from P_typ keep a relative bias
 ``g r(g P) - 1`` (r grows with P because frequent pulses keep the enhancement e high); in our
-reference network the coincidence probabilities are small (P < 1e-2: |x d| <= 1 and
+reference network the coincidence probabilities are small (P < 1e-2 g: |x d| <= 1 and
 lr / (N dw_min) = 0.01 at the default design), where r is close to its P -> 0 limit, so the residual
-is a few per cent at most. The window saturation s(V_T), device-to-device spread and clipping of
+is a few per cent at most (largest for long trains with small gaps and a large lr). The window saturation s(V_T), device-to-device spread and clipping of
 probabilities at 1 are not compensated (they are not program-time effects). With
 ``update_bl_management`` the train may be shortened; the gain of the nominal design is kept.
 
@@ -48,10 +48,13 @@ import numpy as np
 
 from ..errors import CtfrpuError
 
-U_TYP = 0.01
-"""Typical |x_i d_j| of a cell's update -- OUR choice: the geometric middle of the u-weighted mean
-products measured per layer in our reference 784-256-128-10 sigmoid MLP (about 7e-4, 7e-3 and 0.2
-for the three layers); only matters when r depends on P, which it hardly does for P < 1e-2."""
+U_TYP = 0.2
+"""Typical |x_i d_j| of a cell's update -- OUR choice: the u-weighted mean product of the output
+layer of our reference 784-256-128-10 sigmoid MLP (0.16-0.26, measured early in training on MNIST
+and on the synthetic set). The output layer has the largest SGD updates, so it dominates the error
+of the network's updates; the hidden layers' products are smaller (about 7e-4 and 7e-3), where r
+is flat in P, so their cells are over-compensated by only r(P_typ) / r(0) - 1 (about 1 % at
+N = 1000, lr = 0.01 with our preset; :mod:`ctfrpu.design.helper` reports it as ``residual_max``)."""
 
 _MAX_ITER = 50
 

@@ -48,9 +48,8 @@ from ..errors import CtfrpuError
 from ..units import format_time
 from .compensation import U_TYP, base_probability, gain_for
 
-U_DESIGN = 0.2
-"""Typical |x_i d_j| of the output layer of our reference 784-256-128-10 sigmoid MLP (u-weighted
-mean, measured early in training on MNIST and on the synthetic set: 0.16-0.26) -- OUR choice."""
+U_DESIGN = U_TYP
+"""Typical |x_i d_j| the design is evaluated at: the output layer of our reference MLP (= U_TYP)."""
 
 REFERENCE_PRODUCTS = (7e-4, 7e-3, 0.2)
 """u-weighted mean |x_i d_j| of the three layers of our reference MLP (input, hidden, output)."""
