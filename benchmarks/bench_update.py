@@ -73,9 +73,9 @@ def bench(device, shape, n, mode, repeats, mnist, seed=0):
         um = True
         t = time.perf_counter()
         for b in range(repeats):
-            kx.draw_sample(xs[b], ds[b], b, lr, tile.dw_min, n, um, False, tile._p, tile._q, tile._sx, tile._sd,
+            kx.draw_sample(xs[b], ds[b], 1, b, lr, tile.dw_min, n, um, False, tile._p, tile._q, tile._sx, tile._sd,
                            tile._row_ptr, tile._row_slots, tile._slot_ptr, tile._cursor, tile._slot_rows,
-                           tile._col_ptr, tile._col_slots, tile._rs, tile._nc)
+                           tile._col_ptr, tile._col_slots, tile._ident, tile._smap, tile._mark, tile._rs)
         t_draw = (time.perf_counter() - t) / repeats
     per = {k: (s1[k] - s0[k]) / repeats for k in ("pulses", "row_pulses", "col_pulses")}
     return t_tot, t_py, t_draw, per

@@ -23,8 +23,8 @@ Z = 5.0   # standard errors allowed in statistical checks
 # -- generator ---------------------------------------------------------------------------------
 
 def test_rng_uniform_and_normal_moments():
-    rs, nc = krng.new_state()
-    krng.seed(rs, nc, 2024)
+    rs = krng.new_state()
+    krng.seed(rs, 2024)
     n = 400_000
     u = np.empty(n)
     krng.fill_uniform(rs, u)
@@ -32,7 +32,7 @@ def test_rng_uniform_and_normal_moments():
     assert abs(u.mean() - 0.5) < Z * math.sqrt(1 / 12 / n)
     assert abs(u.var() - 1 / 12) < Z * math.sqrt((1 / 80 - 1 / 144) / n)
     z = np.empty(n)
-    krng.fill_normal(rs, nc, z)
+    krng.fill_normal(rs, z)
     assert abs(z.mean()) < Z / math.sqrt(n)
     assert abs(z.var() - 1.0) < Z * math.sqrt(2.0 / n)
     assert abs(np.mean(z ** 4) - 3.0) < Z * math.sqrt(96.0 / n)
@@ -43,10 +43,10 @@ def test_rng_uniform_and_normal_moments():
 def test_rng_same_seed_same_stream():
     out = []
     for s in (7, 7, 8):
-        rs, nc = krng.new_state()
-        krng.seed(rs, nc, s)
+        rs = krng.new_state()
+        krng.seed(rs, s)
         a = np.empty(100)
-        krng.fill_normal(rs, nc, a)
+        krng.fill_normal(rs, a)
         out.append(a)
     assert np.array_equal(out[0], out[1])
     assert not np.array_equal(out[0], out[2])
@@ -62,9 +62,9 @@ def test_draw_trains_is_a_bernoulli_process(p):
     prob = np.full(units, p)
     ptr = np.zeros(units + 1, dtype=np.int64)
     slots = np.zeros(bl * units, dtype=np.int32)
-    rs, nc = krng.new_state()
-    krng.seed(rs, nc, 99)
-    nev = kt.draw_trains(prob, bl, ptr, slots, rs)
+    rs = krng.new_state()
+    krng.seed(rs, 99)
+    nev = kt.draw_trains(prob, bl, np.arange(bl, dtype=np.int32), ptr, slots, rs)
     assert nev == ptr[-1]
     on = np.zeros((units, bl), dtype=bool)
     for u in range(units):
@@ -90,9 +90,29 @@ def test_draw_trains_capacity_overflow_reported():
     prob = np.full(10, 0.5)
     ptr = np.zeros(11, dtype=np.int64)
     slots = np.zeros(20, dtype=np.int32)
-    rs, nc = krng.new_state()
-    krng.seed(rs, nc, 1)
-    assert kt.draw_trains(prob, 100, ptr, slots, rs) == -1
+    rs = krng.new_state()
+    krng.seed(rs, 1)
+    assert kt.draw_trains(prob, 100, np.arange(100, dtype=np.int32), ptr, slots, rs) == -1
+
+
+@pytest.mark.parametrize("p", [0.05, 0.6])
+def test_draw_trains_on_a_slot_subset(p):
+    """Thinned drawing: only the listed slots can fire, each with probability p."""
+    bl, units = 40, 5000
+    subset = np.array([1, 2, 7, 20, 39], dtype=np.int32)
+    ptr = np.zeros(units + 1, dtype=np.int64)
+    slots = np.zeros(bl * units, dtype=np.int32)
+    rs = krng.new_state()
+    krng.seed(rs, 5)
+    kt.draw_trains(np.full(units, p), subset.size, subset, ptr, slots, rs)
+    ev = slots[:ptr[-1]]
+    assert np.all(np.isin(ev, subset))
+    freq = np.bincount(ev, minlength=bl)[subset] / units
+    assert np.all(np.abs(freq - p) < Z * math.sqrt(p * (1 - p) / units))
+    mark = np.zeros(bl, dtype=np.int32)
+    smap = np.zeros(bl, dtype=np.int32)
+    m = kt.active_slots(ptr[-1], slots, bl, mark, smap)
+    assert np.array_equal(smap[:m], subset)
 
 
 def test_bucket_by_slot_matches_numpy():

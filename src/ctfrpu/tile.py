@@ -37,9 +37,10 @@ with True a cell's first pulse of an update starts from its previous e relaxed o
 off time since its previous pulse. The expected and Gaussian modes always start from e = 0.
 
 Random numbers: everything derives from the tile's ``np.random.Generator``: the device-to-device
-draws at construction, one 63-bit seed per sample for the kernels' own generator
-(:mod:`ctfrpu.kernels.rng`: pulse trains, cycle-to-cycle noise) and the forward/backward output
-noise. Same generator state -> same result.
+draws and one base seed at construction, and the forward/backward output noise. The kernels' own
+generator (:mod:`ctfrpu.kernels.rng`: pulse trains, cycle-to-cycle noise) runs one stream per
+sample, seeded from (base seed, sample counter) -- no numpy call per update. Same generator state
+at construction (and the same calls) -> same result; the batch split does not matter.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ class AnalogTile:
         n = train.n
         self._n = n
         self._clock = 0.0
-        self._stats = np.zeros(kx.N_STATS, dtype=np.int64)
+        self._stats = np.zeros(kx.N_STATS, dtype=np.float64)
+        self._base_seed = int(rng.integers(0, 2**63))
+        self._counter = 0
         # per-sample buffers
         self._p = np.zeros(self.in_size)
         self._sx = np.zeros(self.in_size)
@@ -156,7 +159,10 @@ class AnalogTile:
         self._row_slots = np.zeros(self._cap_r, dtype=np.int32)
         self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
         self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
-        self._rs, self._nc = krng.new_state()
+        self._ident = np.arange(n, dtype=np.int32)
+        self._smap = np.zeros(n, dtype=np.int32)
+        self._mark = np.zeros(n, dtype=np.int32)
+        self._rs = krng.new_state()
         if kind == "ideal":
             self._dw_pulse = float(device.rate * train.pw)
             self._std = float(device.dw_min_std)
@@ -199,12 +205,14 @@ class AnalogTile:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters since construction: updates (samples), pulses (coincidences applied to cells),
-        row_pulses / col_pulses (ON slots of the row / column trains), clipped (samples whose
-        probabilities were clipped at 1)."""
+        """Counters since construction: updates (samples), pulses (coincidences: device pulses applied
+        to cells, exact mode only), row_pulses / col_pulses (EXPECTED numbers of ON slots of the row /
+        column trains, sum of BL p_i resp. BL q_j -- the kernels draw a train only where it can
+        coincide, see :mod:`ctfrpu.kernels.trains`), clipped (samples whose probabilities were
+        clipped at 1)."""
         s = self._stats
         return {"updates": int(s[kx.S_UPDATES]), "pulses": int(s[kx.S_COINC]),
-                "row_pulses": int(s[kx.S_ROW_PULSES]), "col_pulses": int(s[kx.S_COL_PULSES]),
+                "row_pulses": float(s[kx.S_ROW_PULSES]), "col_pulses": float(s[kx.S_COL_PULSES]),
                 "clipped": int(s[kx.S_CLIPPED])}
 
     def __repr__(self) -> str:
@@ -327,7 +335,7 @@ class AnalogTile:
         X, D = self._batch(x, d)
         lrg = self._lrg(lr)
         nb = X.shape[0]
-        seeds = self.rng.integers(0, 2**63, size=nb, dtype=np.int64)
+        counter = self._counter
         uc = self.update_config
         um, blm = bool(uc.update_management), bool(uc.update_bl_management)
         if uc.mode == "exact":
@@ -335,20 +343,22 @@ class AnalogTile:
             while True:
                 if self.kind == "ideal":
                     st, b = kx.update_exact_ideal(
-                        X, D, seeds, start, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std,
+                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std,
                         self._w, self.state.rate_scale, self.state.lo, self.state.hi, self._p, self._q,
                         self._sx, self._sd, self._row_ptr, self._row_slots, self._slot_ptr, self._cursor,
-                        self._slot_rows, self._col_ptr, self._col_slots, self._rs, self._nc, self._stats)
+                        self._slot_rows, self._col_ptr, self._col_slots, self._ident, self._smap, self._mark,
+                        self._rs, self._stats)
                 else:
                     s = self.state
                     dev = self.device
                     st, b = kx.update_exact_ctf(
-                        X, D, seeds, start, lrg, self.dw_min, self._n, um, blm, self._clock, self.train.duration,
+                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._clock, self.train.duration,
                         self._w, s.vt, s.e, s.t_last, s.rate_scale, s.lo, s.hi, self._cst, self._mi, self.train.pw,
                         self.train.period, bool(dev.carry_enhancement), self._dec, dev.tau_off, dev.vt_ref,
                         dev.v_unit, self._last_row, self._stamp_row, self._stamp_counter, self._p, self._q,
                         self._sx, self._sd, self._row_ptr, self._row_slots, self._slot_ptr, self._cursor,
-                        self._slot_rows, self._col_ptr, self._col_slots, self._rs, self._nc, self._stats)
+                        self._slot_rows, self._col_ptr, self._col_slots, self._ident, self._smap, self._mark,
+                        self._rs, self._stats)
                 if st == ST_OK:
                     break
                 if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):
@@ -360,11 +370,11 @@ class AnalogTile:
             gauss = uc.mode == "gaussian"
             if self.kind == "ideal":
                 st, b = ke.update_expected_ideal(
-                    X, D, seeds, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std, self._w,
+                    X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std, self._w,
                     self.state.rate_scale, self.state.lo, self.state.hi, self._p, self._q, self._sx, self._sd,
-                    self._rows_idx, self._cols_idx, gauss, float(uc.noise_scale), self._rs, self._nc, self._stats)
+                    self._rows_idx, self._cols_idx, gauss, float(uc.noise_scale), self._rs, self._stats)
             elif not (gauss and blm):
-                st, b = self._expected_ctf(X, D, seeds, lrg, um, blm, gauss, self._n)
+                st, b = self._expected_ctf(X, D, counter, lrg, um, blm, gauss, self._n)
             else:   # Gaussian CTF with BL management: each sample needs the variance table of its BL
                 st, b = _check_batch(X, D, lrg, self.dw_min, self._n, um, blm)
                 for k in range(nb if st == ST_OK else 0):
@@ -372,10 +382,11 @@ class AnalogTile:
                     if bl == 0:
                         self._stats[kx.S_UPDATES] += 1
                         continue
-                    st, b = self._expected_ctf(X[k:k + 1], D[k:k + 1], seeds[k:k + 1], lrg, um, blm, gauss, bl)
+                    st, b = self._expected_ctf(X[k:k + 1], D[k:k + 1], counter + k, lrg, um, blm, gauss, bl)
             if st != ST_OK:
                 self._raise(st, b, X, D, lrg, nb)
         self._clock += nb * self.train.duration
+        self._counter += nb
 
     def _var_table(self, bl: int) -> np.ndarray:
         tab = self._var_tabs.get(bl)
@@ -386,15 +397,15 @@ class AnalogTile:
             self._var_tabs[bl] = tab
         return tab
 
-    def _expected_ctf(self, X, D, seeds, lrg, um, blm, gauss, bl):
+    def _expected_ctf(self, X, D, counter, lrg, um, blm, gauss, bl):
         s = self.state
         dev = self.device
         tab = self._var_table(bl) if gauss else self._no_tab
         return ke.update_expected_ctf(
-            X, D, seeds, lrg, self.dw_min, self._n, um, blm, self._w, s.vt, s.rate_scale, s.lo, s.hi,
+            X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._w, s.vt, s.rate_scale, s.lo, s.hi,
             self._cst, self._mi, self.train.pw, self.train.gap, dev.tau_off, dev.vt_ref, dev.v_unit, self._p,
             self._q, self._sx, self._sd, self._rows_idx, self._cols_idx, gauss, float(self.update_config.noise_scale),
-            tab, self._rs, self._nc, self._stats)
+            tab, self._rs, self._stats)
 
     def trace_update(self, x: np.ndarray, d: np.ndarray, lr: float) -> np.ndarray:
         """Apply ONE exact-mode update (x (in,), d (out,)) and return its pulse events.
@@ -415,20 +426,20 @@ class AnalogTile:
         lrg = self._lrg(lr)
         uc = self.update_config
         um, blm = bool(uc.update_management), bool(uc.update_bl_management)
-        seed = self.rng.integers(0, 2**63, size=1, dtype=np.int64)
         st, _, _ = check_sample(X[0], D[0], lrg, self.dw_min, self._n, um, blm)
         if st != ST_OK:
             self._raise(st, 0, X, D, lrg, 1)
         while True:
-            st, bl, clipped, nr, nc = kx.draw_sample(
-                X[0], D[0], seed[0], lrg, self.dw_min, self._n, um, blm, self._p, self._q, self._sx, self._sd,
+            st, bl, clipped, er, ec = kx.draw_sample(
+                X[0], D[0], self._base_seed, self._counter, lrg, self.dw_min, self._n, um, blm, self._p, self._q, self._sx, self._sd,
                 self._row_ptr, self._row_slots, self._slot_ptr, self._cursor, self._slot_rows, self._col_ptr,
-                self._col_slots, self._rs, self._nc)
+                self._col_slots, self._ident, self._smap, self._mark, self._rs)
             if st == ST_OK:
                 break
             self._grow(st)
         dtype = EVENT_DTYPE_IDEAL if self.kind == "ideal" else EVENT_DTYPE_CTF
         self._stats[kx.S_UPDATES] += 1
+        self._counter += 1
         if bl == 0:
             self._clock += self.train.duration
             return np.zeros(0, dtype=dtype)
@@ -441,7 +452,7 @@ class AnalogTile:
         if self.kind == "ideal":
             cnt = kx.apply_ideal(self._w, self.state.rate_scale, self.state.lo, self.state.hi, self._dw_pulse,
                                  self._std, self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr,
-                                 self._col_slots, self._rs, self._nc, True, r_row, r_col, r_slot, r_sign, r_dw)
+                                 self._col_slots, self._rs, True, r_row, r_col, r_slot, r_sign, r_dw)
         else:
             s = self.state
             dev = self.device
@@ -451,12 +462,12 @@ class AnalogTile:
                                self.train.pw, self.train.period, self._clock, bool(dev.carry_enhancement), self._dec, dev.tau_off,
                                dev.vt_ref, dev.v_unit, self._last_row, self._stamp_row, int(self._stamp_counter[0]),
                                self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr, self._col_slots,
-                               self._rs, self._nc, True, r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0)
+                               self._rs, True, r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0)
             self._stamp_counter[0] += self.out_size
         assert cnt == m
         self._stats[kx.S_COINC] += cnt
-        self._stats[kx.S_ROW_PULSES] += nr
-        self._stats[kx.S_COL_PULSES] += nc
+        self._stats[kx.S_ROW_PULSES] += er
+        self._stats[kx.S_COL_PULSES] += ec
         self._stats[kx.S_CLIPPED] += int(clipped)
         self._clock += self.train.duration
         ev = np.zeros(m, dtype=dtype)

@@ -29,12 +29,13 @@ import numpy as np
 
 from . import rng as _rng
 from .ctfmath import pulse as ctf_pulse
-from .trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, bucket_by_slot, check_sample, draw_trains, prepare
+from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, bucket_by_slot, check_sample, draw_trains,
+                     prepare)
 
 ST_CAP_ROWS = 4
 ST_CAP_COLS = 5
 
-# stats slots (int64 array owned by the tile)
+# stats slots (float64 array owned by the tile; row/column pulses are expected values)
 S_UPDATES, S_COINC, S_ROW_PULSES, S_COL_PULSES, S_CLIPPED = range(5)
 N_STATS = 5
 
@@ -43,7 +44,7 @@ __all__ = ["ST_OK", "ST_BAD_X", "ST_BAD_D", "ST_PROB", "ST_CAP_ROWS", "ST_CAP_CO
 
 
 @numba.njit(cache=True)
-def apply_ideal(w, scale, lo, hi, dw_pulse, std, sx, sd, slot_ptr, slot_rows, col_ptr, col_slots, rs, nc,
+def apply_ideal(w, scale, lo, hi, dw_pulse, std, sx, sd, slot_ptr, slot_rows, col_ptr, col_slots, rs,
                 rec, r_row, r_col, r_slot, r_sign, r_dw):
     """One pulse per coincidence on the ideal device; returns the number of pulses applied.
 
@@ -52,6 +53,7 @@ def apply_ideal(w, scale, lo, hi, dw_pulse, std, sx, sd, slot_ptr, slot_rows, co
     """
     n_out = w.shape[0]
     cnt = 0
+    s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
     for j in range(n_out):
         c0 = col_ptr[j]
         c1 = col_ptr[j + 1]
@@ -65,7 +67,8 @@ def apply_ideal(w, scale, lo, hi, dw_pulse, std, sx, sd, slot_ptr, slot_rows, co
                 s = sx[i] * sdj
                 dw = s * dw_pulse * scale[j, i]
                 if std > 0.0:
-                    dw *= 1.0 + std * _rng.normal(rs, nc)
+                    xi, s0, s1, s2, s3 = _rng.normal_local(s0, s1, s2, s3)
+                    dw *= 1.0 + std * xi
                 old = w[j, i]
                 nw = old + dw
                 if nw < lo[j, i]:
@@ -80,12 +83,13 @@ def apply_ideal(w, scale, lo, hi, dw_pulse, std, sx, sd, slot_ptr, slot_rows, co
                     r_sign[cnt] = s
                     r_dw[cnt] = nw - old
                 cnt += 1
+    rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, s3
     return cnt
 
 
 @numba.njit(cache=True)
 def apply_ctf(w, vt, e, t_last, kscale, lo, hi, cst, mi, pw, period, t0, carry, dec, tau_off, vt_ref, v_unit,
-              last_row, stamp_row, stamp_base, sx, sd, slot_ptr, slot_rows, col_ptr, col_slots, rs, nc,
+              last_row, stamp_row, stamp_base, sx, sd, slot_ptr, slot_rows, col_ptr, col_slots, rs,
               rec, r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0):
     """One CTF pulse per coincidence, per-cell pulse history (``ctfmath.pulse``: the device's closed
     form ``pulse_math_nb`` with per-train constants ``cst`` precomputed).
@@ -97,6 +101,7 @@ def apply_ctf(w, vt, e, t_last, kscale, lo, hi, cst, mi, pw, period, t0, carry, 
     dv_std = cst[10]
     inv_unit = 1.0 / v_unit
     cnt = 0
+    s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
     for j in range(n_out):
         c0 = col_ptr[j]
         c1 = col_ptr[j + 1]
@@ -115,7 +120,9 @@ def apply_ctf(w, vt, e, t_last, kscale, lo, hi, cst, mi, pw, period, t0, carry, 
                 e0 = e[j, i] * dec[g] if same else 0.0
                 if carry and not same:
                     e0 = e[j, i] * math.exp(-(tstart - t_last[j, i]) / tau_off)
-                xi = _rng.normal(rs, nc) if dv_std > 0.0 else 0.0
+                xi = 0.0
+                if dv_std > 0.0:
+                    xi, s0, s1, s2, s3 = _rng.normal_local(s0, s1, s2, s3)
                 old = vt[j, i]
                 vt_new, e_new = ctf_pulse(old, e0, s, kscale[j, i], lo[j, i], hi[j, i], cst, mi, xi)
                 vt[j, i] = vt_new
@@ -134,29 +141,42 @@ def apply_ctf(w, vt, e, t_last, kscale, lo, hi, cst, mi, pw, period, t0, carry, 
                 stamp_row[i] = stamp
                 last_row[i] = k
                 cnt += 1
+    rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, s3
     return cnt
 
 
 @numba.njit(cache=True)
-def draw_sample(x, d, seed, lrg, dw_min, n, um, blm, p, q, sx, sd, row_ptr, row_slots, slot_ptr, cursor,
-                slot_rows, col_ptr, col_slots, rs, nc):
-    """Seed the kernel generator (rs, nc), prepare and draw one sample's trains.
+def draw_sample(x, d, base, counter, lrg, dw_min, n, um, blm, p, q, sx, sd, row_ptr, row_slots, slot_ptr, cursor,
+                slot_rows, col_ptr, col_slots, ident, smap, mark, rs):
+    """Seed the kernel generator for sample ``counter``, prepare and draw its trains (thinned:
+    the side with fewer expected pulses in full, the other only on the slots where the first has
+    pulses -- see :mod:`ctfrpu.kernels.trains`), and bucket the row pulses by slot.
 
-    Returns (status, bl, clipped, n_row_pulses, n_col_pulses); status ST_OK with bl = 0 means
-    nothing to do (x = 0, d = 0 or lr = 0).
+    Returns (status, bl, clipped, expected_row_pulses, expected_col_pulses); status ST_OK with
+    bl = 0 means nothing to do (x = 0, d = 0 or lr = 0).
     """
     bl, work, clipped = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
     if not work:
-        return ST_OK, 0, False, 0, 0
-    _rng.seed(rs, nc, seed)
-    nr = draw_trains(p, bl, row_ptr, row_slots, rs)
-    if nr < 0:
-        return ST_CAP_ROWS, bl, clipped, 0, 0
-    ncol = draw_trains(q, bl, col_ptr, col_slots, rs)
-    if ncol < 0:
-        return ST_CAP_COLS, bl, clipped, 0, 0
+        return ST_OK, 0, False, 0.0, 0.0
+    _rng.seed_stream(rs, base, counter)
+    er = bl * p.sum()
+    ec = bl * q.sum()
+    if ec <= er:
+        nc_ev = draw_trains(q, bl, ident, col_ptr, col_slots, rs)
+        if nc_ev < 0:
+            return ST_CAP_COLS, bl, clipped, er, ec
+        m = active_slots(nc_ev, col_slots, bl, mark, smap)
+        if draw_trains(p, m, smap, row_ptr, row_slots, rs) < 0:
+            return ST_CAP_ROWS, bl, clipped, er, ec
+    else:
+        nr_ev = draw_trains(p, bl, ident, row_ptr, row_slots, rs)
+        if nr_ev < 0:
+            return ST_CAP_ROWS, bl, clipped, er, ec
+        m = active_slots(nr_ev, row_slots, bl, mark, smap)
+        if draw_trains(q, m, smap, col_ptr, col_slots, rs) < 0:
+            return ST_CAP_COLS, bl, clipped, er, ec
     bucket_by_slot(row_ptr, row_slots, x.size, bl, slot_ptr, cursor, slot_rows)
-    return ST_OK, bl, clipped, nr, ncol
+    return ST_OK, bl, clipped, er, ec
 
 
 @numba.njit(cache=True)
@@ -169,14 +189,15 @@ def _validate(X, D, lrg, dw_min, n, um, blm):
 
 
 @numba.njit(cache=True)
-def update_exact_ideal(X, D, seeds, start, lrg, dw_min, n, um, blm, dw_pulse, std, w, scale, lo, hi,
+def update_exact_ideal(X, D, base, counter, start, lrg, dw_min, n, um, blm, dw_pulse, std, w, scale, lo, hi,
                        p, q, sx, sd, row_ptr, row_slots, slot_ptr, cursor, slot_rows, col_ptr, col_slots,
-                       rs, nc, stats):
-    """Samples start..B-1 of a batch, one after the other. Returns (status, sample index).
+                       ident, smap, mark, rs, stats):
+    """Samples start..B-1 of a batch, one after the other; sample b uses stream counter + b.
+    Returns (status, sample index).
 
     With start == 0 every sample is validated first, so a bad sample leaves the weights untouched.
     ST_CAP_* means the sample's buffers were too small: grow them and call again from that sample
-    (its seed is reused, so the result is the same as with large buffers).
+    (its stream is recreated, so the result is the same as with large buffers).
     """
     if start == 0:
         st, b = _validate(X, D, lrg, dw_min, n, um, blm)
@@ -185,30 +206,30 @@ def update_exact_ideal(X, D, seeds, start, lrg, dw_min, n, um, blm, dw_pulse, st
     i0 = np.empty(0, np.int64)
     f0 = np.empty(0, np.float64)
     for b in range(start, X.shape[0]):
-        st, bl, clipped, nr, ncol = draw_sample(X[b], D[b], seeds[b], lrg, dw_min, n, um, blm, p, q, sx, sd,
-                                                row_ptr, row_slots, slot_ptr, cursor, slot_rows, col_ptr,
-                                                col_slots, rs, nc)
+        st, bl, clipped, er, ec = draw_sample(X[b], D[b], base, counter + b, lrg, dw_min, n, um, blm, p, q, sx,
+                                              sd, row_ptr, row_slots, slot_ptr, cursor, slot_rows, col_ptr,
+                                              col_slots, ident, smap, mark, rs)
         if st != ST_OK:
             return st, b
         stats[S_UPDATES] += 1
         if bl == 0:
             continue
         cnt = apply_ideal(w, scale, lo, hi, dw_pulse, std, sx, sd, slot_ptr, slot_rows, col_ptr, col_slots,
-                          rs, nc, False, i0, i0, i0, f0, f0)
+                          rs, False, i0, i0, i0, f0, f0)
         stats[S_COINC] += cnt
-        stats[S_ROW_PULSES] += nr
-        stats[S_COL_PULSES] += ncol
+        stats[S_ROW_PULSES] += er
+        stats[S_COL_PULSES] += ec
         if clipped:
             stats[S_CLIPPED] += 1
     return ST_OK, X.shape[0]
 
 
 @numba.njit(cache=True)
-def update_exact_ctf(X, D, seeds, start, lrg, dw_min, n, um, blm, t_start, t_step,
+def update_exact_ctf(X, D, base, counter, start, lrg, dw_min, n, um, blm, t_start, t_step,
                      w, vt, e, t_last, kscale, lo, hi, cst, mi, pw, period, carry, dec, tau_off, vt_ref, v_unit,
                      last_row, stamp_row, stamp_counter,
                      p, q, sx, sd, row_ptr, row_slots, slot_ptr, cursor, slot_rows, col_ptr, col_slots,
-                     rs, nc, stats):
+                     ident, smap, mark, rs, stats):
     """CTF counterpart of :func:`update_exact_ideal`; sample b's train starts at t_start + b * t_step."""
     if start == 0:
         st, b = _validate(X, D, lrg, dw_min, n, um, blm)
@@ -218,9 +239,9 @@ def update_exact_ctf(X, D, seeds, start, lrg, dw_min, n, um, blm, t_start, t_ste
     f0 = np.empty(0, np.float64)
     n_out = w.shape[0]
     for b in range(start, X.shape[0]):
-        st, bl, clipped, nr, ncol = draw_sample(X[b], D[b], seeds[b], lrg, dw_min, n, um, blm, p, q, sx, sd,
-                                                row_ptr, row_slots, slot_ptr, cursor, slot_rows, col_ptr,
-                                                col_slots, rs, nc)
+        st, bl, clipped, er, ec = draw_sample(X[b], D[b], base, counter + b, lrg, dw_min, n, um, blm, p, q, sx,
+                                              sd, row_ptr, row_slots, slot_ptr, cursor, slot_rows, col_ptr,
+                                              col_slots, ident, smap, mark, rs)
         if st != ST_OK:
             return st, b
         stats[S_UPDATES] += 1
@@ -228,11 +249,11 @@ def update_exact_ctf(X, D, seeds, start, lrg, dw_min, n, um, blm, t_start, t_ste
             continue
         cnt = apply_ctf(w, vt, e, t_last, kscale, lo, hi, cst, mi, pw, period, t_start + b * t_step, carry,
                         dec, tau_off, vt_ref, v_unit, last_row, stamp_row, stamp_counter[0], sx, sd, slot_ptr,
-                        slot_rows, col_ptr, col_slots, rs, nc, False, i0, i0, i0, f0, f0, f0, f0)
+                        slot_rows, col_ptr, col_slots, rs, False, i0, i0, i0, f0, f0, f0, f0)
         stamp_counter[0] += n_out
         stats[S_COINC] += cnt
-        stats[S_ROW_PULSES] += nr
-        stats[S_COL_PULSES] += ncol
+        stats[S_ROW_PULSES] += er
+        stats[S_COL_PULSES] += ec
         if clipped:
             stats[S_CLIPPED] += 1
     return ST_OK, X.shape[0]

@@ -60,8 +60,8 @@ def _active(prob, idx):
 
 
 @numba.njit(cache=True)
-def update_expected_ideal(X, D, seeds, lrg, dw_min, n, um, blm, dw_pulse, std, w, scale, lo, hi,
-                          p, q, sx, sd, rows, cols, gauss, noise_scale, rs, nc, stats):
+def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse, std, w, scale, lo, hi,
+                          p, q, sx, sd, rows, cols, gauss, noise_scale, rs, stats):
     """Mean (and, with ``gauss``, Gaussian-noise) update of every sample of a batch, in order."""
     st, bad = _validate(X, D, lrg, dw_min, n, um, blm)
     if st != ST_OK:
@@ -75,7 +75,7 @@ def update_expected_ideal(X, D, seeds, lrg, dw_min, n, um, blm, dw_pulse, std, w
         if clipped:
             stats[S_CLIPPED] += 1
         if gauss:
-            _rng.seed(rs, nc, seeds[b])
+            _rng.seed_stream(rs, base, counter + b)
         nr = _active(p, rows)
         ncol = _active(q, cols)
         for jj in range(ncol):
@@ -88,7 +88,7 @@ def update_expected_ideal(X, D, seeds, lrg, dw_min, n, um, blm, dw_pulse, std, w
                 dwc = dw_pulse * scale[j, i]
                 dw = sx[i] * sdj * bl * pp * dwc
                 if gauss:
-                    dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * _rng.normal(rs, nc)
+                    dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * _rng.normal(rs)
                 nw = w[j, i] + dw
                 if nw < lo[j, i]:
                     nw = lo[j, i]
@@ -199,8 +199,8 @@ def sample_bl(x, d, lrg, dw_min, n, blm):
 
 
 @numba.njit(cache=True)
-def update_expected_ctf(X, D, seeds, lrg, dw_min, n, um, blm, w, vt, kscale, lo, hi, cst, mi, pw, gap, tau_off,
-                        vt_ref, v_unit, p, q, sx, sd, rows, cols, gauss, noise_scale, var_tab, rs, nc, stats):
+def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, vt, kscale, lo, hi, cst, mi, pw, gap, tau_off,
+                        vt_ref, v_unit, p, q, sx, sd, rows, cols, gauss, noise_scale, var_tab, rs, stats):
     """CTF counterpart of :func:`update_expected_ideal` (e and t_last are left untouched).
 
     ``var_tab`` (Gaussian mode): :func:`ctf_var_table` for the BL of every sample of the batch."""
@@ -217,7 +217,7 @@ def update_expected_ctf(X, D, seeds, lrg, dw_min, n, um, blm, w, vt, kscale, lo,
         if clipped:
             stats[S_CLIPPED] += 1
         if gauss:
-            _rng.seed(rs, nc, seeds[b])
+            _rng.seed_stream(rs, base, counter + b)
         nr = _active(p, rows)
         ncol = _active(q, cols)
         for jj in range(ncol):
@@ -235,7 +235,7 @@ def update_expected_ctf(X, D, seeds, lrg, dw_min, n, um, blm, w, vt, kscale, lo,
                     sat = (1.0 - (ipow(base, mi) if mi > 0 else base ** cst[8])) / cst[9]
                     kap = cst[0] if s > 0 else cst[4]
                     var = _interp(var_tab, 0 if s > 0 else 1, pp)
-                    dv += noise_scale * kap * kscale[j, i] * sat * math.sqrt(var) * _rng.normal(rs, nc)
+                    dv += noise_scale * kap * kscale[j, i] * sat * math.sqrt(var) * _rng.normal(rs)
                 nv = vt[j, i] + dv
                 if nv < lo[j, i]:
                     nv = lo[j, i]
