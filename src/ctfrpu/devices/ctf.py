@@ -10,12 +10,57 @@ The equations below are our model of that mechanism (science.md §4), not the pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numba
 import numpy as np
 
 from ..errors import CtfrpuError
 from .base import DeviceState, check_pulse_arrays, validate_fields
+from .ideal import coerce_fields
+
+PRESET_NAME = "ctf_illustrative"
+"""Name of OUR illustrative preset (``src/ctfrpu/presets/ctf_illustrative.toml``): the
+:class:`CTFDevice` defaults are equal to it (a test checks this)."""
+
+TIME_FIELDS = ("tau_on_p", "t_d_p", "tau_on_e", "t_d_e", "tau_off")
+"""CTFDevice fields that are times: parameter files and ``--fix`` accept '2us', '500ns', '1ms'."""
+
+
+def preset_path(name: str = PRESET_NAME) -> Path:
+    """Path of a device preset shipped with the package (TOML with a ``[params]`` table)."""
+    path = Path(__file__).resolve().parent.parent / "presets" / f"{name}.toml"
+    if not path.is_file():
+        raise CtfrpuError(f"unknown device preset {name!r} (no {path})")
+    return path
+
+
+def pulse_overlap_tol(times):
+    """Tolerance (s) below which a pulse starting before the previous one ended is rounding, not
+    an overlap: 1e-15 s plus a few ulps of the absolute time (long runs reach large times)."""
+    return 1e-15 + 1e-12 * np.abs(times)
+
+
+def check_pulses_lazy(shape, times, widths, signs):
+    """Like :func:`base.check_pulse_arrays`, but validates the arrays *before* broadcasting them to
+    ``shape + (K,)`` (a train shared by 10^6 cells is checked once, not 10^6 times).
+
+    Returns ``(small, full)``: the checked arrays at their own broadcast shape ``cells' + (K,)``
+    and read-only views broadcast to ``shape + (K,)``.
+    """
+    signs_a = np.asarray(signs)
+    if signs_a.ndim == 0:
+        raise CtfrpuError("pulses: signs must have a last axis of pulses")
+    arrays = [np.asarray(times), np.asarray(widths), signs_a]
+    try:
+        cells = np.broadcast_shapes(*(a.shape[:-1] if a.ndim else () for a in arrays))
+        if np.broadcast_shapes(cells, tuple(shape)) != tuple(shape):
+            raise ValueError
+    except ValueError:
+        raise CtfrpuError(f"pulses: arrays do not broadcast to cells {tuple(shape)} x K") from None
+    small = check_pulse_arrays(cells, *arrays)
+    target = tuple(shape) + (signs_a.shape[-1],)
+    return small, tuple(np.broadcast_to(a, target) for a in small)
 
 # Indices into CTFDevice.kernel_params() (shared by the numpy and the numba code paths).
 K_KAPPA_P, K_A_P, K_TAU_ON_P, K_TD_P, K_KAPPA_E, K_A_E, K_TAU_ON_E, K_TD_E, K_TAU_OFF, K_M, K_NORM, \
@@ -74,6 +119,11 @@ class CTFDevice:
 
         s_program = (1 - u^m) / (1 - 2^-m),   s_erase = (1 - (1 - u)^m) / (1 - 2^-m)
 
+    Time conventions (OUR choices): during the onset delay t_d neither V_T nor e changes; e relaxes
+    from the *end* of a pulse to the start of the next one; s is evaluated at the V_T of the pulse's
+    start (per-pulse soft bounds, as in aihwkit's SoftBounds); V_T is finally clipped to the cell's
+    window. A pulse shorter than t_d does nothing at all.
+
     Weight: w = (V_T - vt_ref) / v_unit. Program (+) raises V_T and the weight, erase (-) lowers
     them; erase has its own kappa, a, tau_on, t_d; the enhancement e is shared by both polarities.
     Device-to-device: kappa and the window half-widths vary per cell; cycle-to-cycle: each pulse's
@@ -84,27 +134,30 @@ class CTFDevice:
     a short gap keeps e high for the next pulse (recovery at small gaps). In the long-pulse limit a
     pulse programs ``kappa (1 + a) pw``: the program-time-conserving (ideal) level.
 
-    The defaults are OUR illustrative preset, chosen to show the three trends with the cliff
-    near 2 us -- not measured data. Fit measured data with ``ctfrpu device fit``.
+    The defaults are OUR illustrative preset (``presets/ctf_illustrative.toml``), chosen to show the
+    three trends with the cliff near 2 us -- not measured data. The nominal program rate is
+    ``kappa_p (1 + a_p) / v_unit = 200 /s`` of ON time, the ideal device's rate (dw_min = 0.001 at
+    pw = 5 us). Time fields accept strings with units ('2us'). Fit measured data with
+    ``ctfrpu device fit``.
     """
 
     kappa_p: float = 200.0
     """Program rate kappa without enhancement, V/s."""
     a_p: float = 1.0
     """Program: maximum relative rate enhancement a (rate = kappa (1 + a e))."""
-    tau_on_p: float = 5e-6
+    tau_on_p: float = 3e-6
     """Program: build-up time constant of e during a pulse, s."""
-    t_d_p: float = 1.5e-6
+    t_d_p: float = 1.2e-6
     """Program: onset delay before a pulse programs (and builds e), s."""
     kappa_e: float = 200.0
     """Erase rate kappa without enhancement, V/s."""
     a_e: float = 1.0
     """Erase: maximum relative rate enhancement a."""
-    tau_on_e: float = 5e-6
+    tau_on_e: float = 3e-6
     """Erase: build-up time constant of e during a pulse, s."""
-    t_d_e: float = 1.5e-6
+    t_d_e: float = 1.2e-6
     """Erase: onset delay, s."""
-    tau_off: float = 200e-6
+    tau_off: float = 20e-6
     """Relaxation time constant of e between pulses, s."""
     vt_min: float = 1.0
     """Lower end of the V_T window (erase saturation), V."""
@@ -129,6 +182,7 @@ class CTFDevice:
     kind: str = field(default="ctf", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        coerce_fields(self, times=TIME_FIELDS, flags=("carry_enhancement",))
         validate_fields(self, positive=("kappa_p", "kappa_e", "tau_on_p", "tau_on_e", "tau_off", "v_unit",
                                         "bound_exponent"),
                         nonneg=("a_p", "a_e", "t_d_p", "t_d_e", "kappa_dtod", "window_dtod", "dv_std"))
@@ -182,9 +236,11 @@ class CTFDevice:
 
         Vectorised over cells, sequential over the K pulses of each cell; the enhancement relaxes
         between the end of one pulse and the start of the next. Cycle-to-cycle noise is drawn from
-        ``rng`` when given and dv_std > 0.
+        ``rng`` when given and dv_std > 0. The pulse arrays are validated before broadcasting, so
+        a train of shape (K,) shared by all cells costs no K x cells memory. A numba-parallel
+        equivalent for large arrays is :func:`ctfrpu.devices.ctf_fast.apply_pulses_fast`.
         """
-        times, widths, signs = check_pulse_arrays(state.shape, times, widths, signs)
+        _, (times, widths, signs) = check_pulses_lazy(state.shape, times, widths, signs)
         prm = self.kernel_params()
         vt, e, t_last = state.vt.copy(), state.e.copy(), state.t_last.copy()
         noisy = rng is not None and self.dv_std > 0
@@ -192,7 +248,7 @@ class CTFDevice:
             s = signs[..., k]
             fired = s != 0
             off = np.where(np.isfinite(t_last), times[..., k] - t_last, np.inf)
-            if np.any(fired & (off < -1e-15)):
+            if np.any(fired & (off < -pulse_overlap_tol(times[..., k]))):
                 raise CtfrpuError("pulses: a pulse starts before the previous one ended")
             e0 = self.relax(e, off)
             xi = rng.standard_normal(state.shape) if noisy else 0.0

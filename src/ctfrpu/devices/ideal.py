@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import CtfrpuError
+from ..units import parse_time
 from .base import DeviceState, check_pulse_arrays, validate_fields
+
+
+def coerce_fields(obj, times=(), flags=()) -> None:
+    """Check the types of a (frozen) device dataclass's fields, in place, with one-line errors.
+
+    Numbers (numpy scalars included) become Python floats; fields named in ``times`` also accept
+    strings with units ('2us', '500ns', '1ms'); fields in ``flags`` must be booleans; anything
+    else (a string, a bool for a number, a list) is a :class:`CtfrpuError` naming the field.
+    """
+    name = type(obj).__name__
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        v = getattr(obj, f.name)
+        if f.name in flags:
+            if not isinstance(v, (bool, np.bool_)):
+                raise CtfrpuError(f"{name}.{f.name} must be true or false, got {v!r}")
+            object.__setattr__(obj, f.name, bool(v))
+            continue
+        if f.name in times and isinstance(v, str):
+            v = parse_time(v, f"{name}.{f.name}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            hint = " (times accept units, e.g. '2us')" if f.name in times else ""
+            raise CtfrpuError(f"{name}.{f.name} must be a number{hint}, got {v!r}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise CtfrpuError(f"{name}.{f.name} must be finite, got {v!r}")
+        object.__setattr__(obj, f.name, v)
 
 
 @dataclass(frozen=True)
@@ -16,8 +48,11 @@ class IdealDevice:
     Update rule for a pulse of width pw and sign s (+1 potentiation, -1 depression)::
 
         dw = s * dw_min(pw) * (1 + dw_min_std * xi),   xi ~ N(0, 1) per pulse (cycle to cycle)
-        dw_min(pw) = rate_cell * pw,                    rate_cell = rate * (1 + dw_min_dtod * zeta)
+        dw_min(pw) = rate_cell * pw,                    rate_cell = rate * max(0, 1 + dw_min_dtod * zeta)
         w <- clip(w + dw, w_min, w_max)                 (hard bounds)
+
+    zeta ~ N(0, 1) is drawn once per cell (device to device); xi is drawn only when an ``rng`` is
+    passed to :meth:`apply_pulses`. As in aihwkit, a large dw_min_std can flip a step's sign.
 
     The cumulative change of a train depends only on its total ON time (N * pw), not on how it is
     split or on the gaps: this is the device the CTF model is compared with. At a fixed pw it is
@@ -38,9 +73,9 @@ class IdealDevice:
     kind: str = field(default="ideal", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        coerce_fields(self)
         validate_fields(self, positive=("rate",), nonneg=("dw_min_dtod", "dw_min_std"))
         if not self.w_min < 0 < self.w_max:
-            from ..errors import CtfrpuError
             raise CtfrpuError(f"ideal device: need w_min < 0 < w_max, got {self.w_min}, {self.w_max}")
 
     # -- interface --------------------------------------------------------------------------

@@ -14,12 +14,21 @@ Two design modes (science.md §4, OUR reading of "N or pw" in the system paper):
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import CtfrpuError
 from ..units import format_time
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (numbers.Integral, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (numbers.Real, np.floating, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -34,19 +43,23 @@ class PulseTrain:
     """Off time t_gap between the end of a slot's pulse and the start of the next slot, seconds."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 1:
+        if not _is_int(self.n) or self.n < 1:
             raise CtfrpuError(f"pulse train: N must be an integer >= 1, got {self.n!r}")
-        if not (isinstance(self.pw, (int, float)) and math.isfinite(self.pw) and self.pw > 0):
+        if not (_is_real(self.pw) and math.isfinite(self.pw) and self.pw > 0):
             raise CtfrpuError(f"pulse train: pulse width must be finite and > 0, got {self.pw!r}")
-        if not (isinstance(self.gap, (int, float)) and math.isfinite(self.gap) and self.gap >= 0):
+        if not (_is_real(self.gap) and math.isfinite(self.gap) and self.gap >= 0):
             raise CtfrpuError(f"pulse train: gap must be finite and >= 0, got {self.gap!r}")
+        # plain Python numbers, whatever numeric type came in (numpy scalars included)
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "pw", float(self.pw))
+        object.__setattr__(self, "gap", float(self.gap))
 
     @classmethod
     def from_on_time(cls, n: int, t_on: float, gap: float) -> "PulseTrain":
         """Fixed ON-time budget: pw = t_on / n."""
-        if not (math.isfinite(t_on) and t_on > 0):
+        if not (_is_real(t_on) and math.isfinite(t_on) and t_on > 0):
             raise CtfrpuError(f"pulse train: ON-time must be finite and > 0, got {t_on!r}")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        if not _is_int(n) or n < 1:
             raise CtfrpuError(f"pulse train: N must be an integer >= 1, got {n!r}")
         return cls(int(n), t_on / n, gap)
 
