@@ -5,8 +5,9 @@
         [--json]
 
 Reports
-  * sequential: wall time of the runs in this process, one after another (dataset loaded once,
-    the first run pays the one-time JIT/import costs, as a worker does);
+  * sequential: wall time of the runs in this process, one after another (the training stack
+    imported and the dataset loaded once, the first run pays the one-time JIT costs, as each
+    worker does);
   * sweep: wall time of ``run_sweep`` with a fresh LocalCluster (start-up and shutdown included)
     writing a temporary run store, and the span from the first run's start to the last run's end;
   * ratio = sequential / sweep (the speed-up; ideal = number of workers, on idle cores);
@@ -63,11 +64,12 @@ def main() -> int:
     sweep = parse_sweep(sweep_doc(args), "bench")
     workers = args.workers or available_cores()
 
-    # 1. sequential, in this process (before distributed is imported: its RSS is the run's)
+    # 1. sequential, in this process (before distributed is imported: its RSS is the run's);
+    #    timed from the imports of the training stack on, as a worker pays them too
+    t0 = time.perf_counter()
     from ctfrpu.data import load_dataset
     from ctfrpu.training.runner import train_run
 
-    t0 = time.perf_counter()
     data = load_dataset(args.dataset, args.data_dir)
     seq = {run.hash: strip(train_run(run.config, dataset=data)["final"]) for run in sweep.runs}
     t_seq = time.perf_counter() - t0
@@ -82,6 +84,11 @@ def main() -> int:
         records = store.list(status="finished")
     recs = {r.config_hash: strip(r.final) for r in records}
     runs = [o for o in result.outcomes if o.status == "finished"]
+    for o in result.outcomes:
+        if o.status != "finished":
+            print(f"run {o.index} {o.status}: {o.error}", file=sys.stderr)
+    if not records:
+        return 1
     # from the first run's start to the last run's end on the workers: no cluster start/stop
     t_span = max(r.ended for r in records) - min(r.started for r in records)
     identical = recs == seq

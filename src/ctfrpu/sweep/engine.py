@@ -163,7 +163,7 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None,
     n = workers or available_cores()
     with _children_ignore_sigint():
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None,
+                               dashboard_address="127.0.0.1:0",  # a free port: never warn "8787 in use"
                                silence_logs=logging.WARNING if verbose else logging.CRITICAL)
     try:
         client = Client(cluster, set_as_default=False)
