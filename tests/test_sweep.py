@@ -170,7 +170,7 @@ def test_rerun_resumes_and_retries_failed_only_on_request(swept):
         assert again.n_workers == 0  # nothing to run: no cluster started
         assert again.count("skipped-finished") == 6 and again.count("skipped-failed") == 1
         # the retry goes to an existing cluster by address, as `--scheduler tcp://...` does
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                           silence_logs=logging.CRITICAL) as cluster:
             retry = run_sweep(sweep, store, scheduler=cluster.scheduler_address,
                               data_dir=str(tmp / "nodata"), log=None, retry_failed=True)
