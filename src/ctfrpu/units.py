@@ -10,7 +10,8 @@ import re
 
 from .errors import CtfrpuError
 
-_PREFIX = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9, "ps": 1e-12}
+# Divisors, not multipliers: 5 / 1e6 is exactly the double nearest 5e-6, 5 * 1e-6 is not.
+_PREFIX = {"": 1.0, "s": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "μs": 1e6, "ns": 1e9, "ps": 1e12}
 _NUM = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*([a-zA-Zµμ]*)\s*$")
 
 
@@ -27,7 +28,7 @@ def parse_time(value: str | float | int, name: str = "time") -> float:
         match = _NUM.match(value)
         if not match or match.group(2) not in _PREFIX:
             raise CtfrpuError(f"{name}: cannot read {value!r} as a time; use e.g. '2us', '500ns', '1ms' or seconds")
-        seconds = float(match.group(1)) * _PREFIX[match.group(2)]
+        seconds = float(match.group(1)) / _PREFIX[match.group(2)]
     else:
         raise CtfrpuError(f"{name}: expected a time such as '2us', got {type(value).__name__}")
     if not math.isfinite(seconds):
