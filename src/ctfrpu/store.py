@@ -143,9 +143,19 @@ class Store:
     def record_run(self, config: dict[str, Any], config_hash: str, status: str,
                    epochs: list[dict[str, Any]], final: dict[str, Any] | None, error: str | None,
                    started: float, ended: float, name: str | None = None,
-                   sweep: str | None = None) -> int:
-        """Insert a whole run (with its epochs) in ONE transaction: used by the sweep client."""
+                   sweep: str | None = None, once: bool = False) -> int:
+        """Insert a whole run (with its epochs) in ONE transaction: used by the sweep client.
+
+        With ``once``, a finished run is not inserted when the store already holds a finished run
+        of the same config hash (checked inside the same write transaction, so two clients on one
+        store cannot both insert it); the existing run's id is returned instead.
+        """
         with self._tx() as db:
+            if once and status == "finished":
+                row = db.execute("SELECT id FROM runs WHERE config_hash=? AND status='finished' LIMIT 1",
+                                 (config_hash,)).fetchone()
+                if row:
+                    return int(row[0])
             cur = db.execute(
                 "INSERT INTO runs (config_hash, config_json, name, sweep, status, started, ended,"
                 " version, error, final_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -72,7 +72,7 @@ def show_run(run_id, as_json, store_path) -> None:
     click.echo(f"  config hash {rec.config_hash}, ctfrpu {rec.version}, started {_when(rec.started)}, "
                f"ended {_when(rec.ended)}")
     if rec.error:
-        click.echo(f"  error: {rec.error}")
+        click.echo(f"  error: {rec.error}")  # full text, traceback included for unexpected failures
     for m in rec.epochs:
         extra = f"  val {m['val_accuracy']:.4f}" if "val_accuracy" in m else ""
         click.echo(f"  epoch {m['epoch']:>3}: train loss {m['train_loss']:.4f}  test acc "
@@ -80,6 +80,21 @@ def show_run(run_id, as_json, store_path) -> None:
     if rec.final:
         click.echo(f"  final test accuracy {rec.final['test_accuracy']:.4f}")
     click.echo("  config: " + json.dumps(rec.config, sort_keys=True))
+
+
+@runs.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--out", required=True, type=click.Path(),
+              help="OUT_runs.<fmt> + OUT_epochs.<fmt> (an existing directory: runs.<fmt>, epochs.<fmt>).")
+@click.option("--sweep", default=None, help="Only runs of this sweep.")
+@store_option
+def export(fmt, out, sweep, store_path) -> None:
+    """Write the runs and their epochs as tidy CSV/Parquet tables (see docs/sweeps.md)."""
+    from ..sweep.export import export_runs
+
+    with Store(store_path) as store:
+        runs_path, epochs_path = export_runs(store, fmt, out, sweep=sweep)
+    click.echo(f"wrote {runs_path} and {epochs_path}")
 
 
 COMMANDS = [runs]

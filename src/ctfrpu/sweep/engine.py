@@ -411,5 +411,5 @@ def _record(store: Store, sweep: Sweep, run: SweepRun, out: dict[str, Any]) -> R
     cfg = run.config
     base.run_id = store.record_run(cfg.to_dict(), run.hash, out["status"], out["epochs"],
                                    out["final"], out["error"], out["started"], out["ended"],
-                                   name=cfg.name, sweep=sweep.name)
+                                   name=cfg.name, sweep=sweep.name, once=True)
     return base
