@@ -74,10 +74,12 @@ def report(store_path, out_dir) -> None:
     them. Writes OUT/report.html (figures embedded), OUT/figures/*.png|svg, OUT/tables/*.csv.
     """
     from ..report import build_report
+    from ..store import default_store_path
 
-    with _store(store_path) as st:
-        if not st.path.exists():
-            raise CtfrpuError(f"run store not found: {st.path}")
+    path = Path(store_path) if store_path else default_store_path()
+    if not path.is_file():
+        raise CtfrpuError(f"run store not found: {path} (run `ctfrpu reproduce --profile quick --store {path}`)")
+    with _store(path) as st:
         path = build_report(st, out_dir)
     click.echo(f"report written to {path}")
 
@@ -141,11 +143,11 @@ def design(pulses, gaps, device_params, lr, u, pw_mode, t_on, pw, as_json) -> No
 
 @click.command("ablation")
 @click.option("--dataset", default="mnist", show_default=True, help="mnist | fashion | synthetic")
-@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs of every arm.")
-@click.option("--train-limit", type=click.IntRange(min=1), default=3000, show_default=True,
-              help="Training samples (0 = all is not allowed here; use a large number).")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True, help="Epochs of every arm.")
+@click.option("--train-limit", type=click.IntRange(min=1), default=4000, show_default=True,
+              help="Training samples (the first N of the shuffled training set).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Test samples (default: all).")
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Learning rate.")
+@click.option("--lr", type=float, default=0.1, show_default=True, help="Learning rate.")
 @click.option("--hidden", default="256,128", show_default=True, help="Hidden sizes, comma-separated.")
 @click.option("--seeds", default="0,1", show_default=True, help="Seeds, comma-separated.")
 @click.option("--pulses", "n", type=click.IntRange(min=1), default=1000, show_default=True, help="N of the pulse trains.")
@@ -223,7 +225,7 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
 def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, data_dir, report, progress) -> None:
     """Reproduce the system paper's study in OUR model, resumably: training grid, ablation, report.
 
-    quick: MNIST and Fashion-MNIST, 3,000 training samples x 2 epochs (lr 0.05), N in {100, 300,
+    quick: MNIST and Fashion-MNIST, 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300,
     1000}, t_gap in {0.1, 100} us, with/without OUR compensation, 2 seeds, FP baseline, the ablation
     on MNIST at N = 1000 with update statistics, then the report -- about 10-15 minutes on 2 cores.
     full: all 60,000 samples x 30 epochs (lr 0.01), N in {100, 300, 1000, 3000}, t_gap in {0.1, 1,

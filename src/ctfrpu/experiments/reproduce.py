@@ -5,8 +5,10 @@ Profiles (OUR choices of grid and budget; the paper's own training set-up is not
 * ``quick`` -- one 2-core machine in <= 15 minutes including numba compilation: both datasets on a
   data subset (:data:`PROFILES`), a reduced grid of N and t_gap with and without compensation, two
   seeds, the FP baseline, the ablation on MNIST and its update statistics, then the report.
-  It uses a larger learning rate than ``full`` (0.05 instead of 0.01) so that a few thousand
-  samples train the sigmoid MLP to a meaningful accuracy; coincidence probabilities scale with lr.
+  It uses a larger learning rate than ``full`` (0.1 instead of 0.01) so that 12,000 SGD steps
+  bring the sigmoid MLP near 90 % on MNIST (with lr 0.05 and 6,000 steps it is still on its initial
+  plateau, where update noise *speeds up* learning and comparisons say little about the paper);
+  coincidence probabilities P = lr |x d| / (N dw_min) scale with lr.
 * ``full`` -- the paper-scale grid for a cluster (``--scheduler``): both datasets, all 60,000
   training samples, N in {100, 300, 1000, 3000}, t_gap in {0.1, 1, 10, 100} µs, compensation
   on/off, 3 seeds, the FP baseline with the same epochs, the ablation at N = 100 and N = 1000 on
@@ -64,10 +66,10 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (
-    Profile("quick", ("mnist", "fashion"), train_limit=3000, test_limit=None, epochs=2, lr=0.05,
+    Profile("quick", ("mnist", "fashion"), train_limit=4000, test_limit=None, epochs=3, lr=0.1,
             ns=(100, 300, 1000), gaps=(1e-7, 1e-4), seeds=(0, 1), stats_pairs=8, stats_reps=40,
-            description="2-core machine, <= 15 min: 3,000 training samples x 2 epochs, N in {100, 300, 1000}, "
-                        "t_gap in {0.1, 100} us, compensation on/off, 2 seeds, ablation on MNIST at N = 1000"),
+            description="2-core machine, <= 15 min: 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300, "
+                        "1000}, t_gap in {0.1, 100} us, compensation on/off, 2 seeds, ablation on MNIST at N = 1000"),
     Profile("full", ("mnist", "fashion"), train_limit=None, test_limit=None, epochs=30, lr=0.01,
             ns=(100, 300, 1000, 3000), gaps=(1e-7, 1e-6, 1e-5, 1e-4), seeds=(0, 1, 2),
             ablation_datasets=("mnist", "fashion"), ablation_designs=((100, 1e-6), (1000, 1e-6)),
@@ -214,7 +216,7 @@ def run_configs(name: str, configs: list[RunConfig], store, out: Path, workers: 
 
     stream = _LogStream(log)
     result = run_sweep(sweep, store, workers=workers, scheduler=scheduler, data_dir=data_dir, log=stream,
-                       progress=progress)
+                       progress=progress, retry_failed=True)
     counts = result.to_dict()["counts"]
     if result.interrupted:
         raise KeyboardInterrupt
@@ -259,7 +261,7 @@ def _run_in_process(sweep, store, log, data_dir, datasets) -> dict[str, int]:
             todo.append(run)
     log(f"sweep {sweep.name}: {len(sweep.runs)} runs, {counts['skipped-finished']} already finished, "
         f"{len(todo)} to run (in this process)")
-    for k, run in enumerate(todo, 1):
+    for k, run in enumerate(todo, 1):  # failed runs of an earlier attempt are retried
         t0 = time.time()
         cfg = run.config
         try:
