@@ -63,83 +63,93 @@ def single_thread_blas():
         return contextlib.nullcontext()
 
 
-def analog_epoch(x, y, n, device, lr=0.01, seed=0, mode="exact"):
-    """Train one epoch; returns (seconds, pulses, tiles, biases)."""
-    rng = np.random.default_rng(seed)
-    train = PulseTrain.from_on_time(n, 5e-3, 1e-6)
-    tiles, biases = [], []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
-        bound = 1.0 / np.sqrt(fan_in)
-        tiles.append(AnalogTile(fan_out, fan_in, device, train, UpdateConfig(mode=mode), IOConfig(), rng,
-                                w0=rng.uniform(-bound, bound, (fan_out, fan_in))))
-        biases.append(rng.uniform(-bound, bound, fan_out))
-    w1, w2, w3 = (t.weights for t in tiles)        # live read-only views
-    t1, t2, t3 = tiles
-    b1, b2, b3 = biases
-    xs = x.astype(np.float64)
-    eye = np.eye(10)
-    # compile / load the numba cache outside the timing
-    t0 = AnalogTile(2, 2, device, train, UpdateConfig(mode=mode), IOConfig(), np.random.default_rng(1))
-    t0.update(np.ones(2), np.ones(2) * 0.1, lr)
-    with single_thread_blas():
-        start = time.perf_counter()
-        for i in range(xs.shape[0]):
-            a0 = xs[i]
-            h1 = 1.0 / (1.0 + np.exp(-(w1 @ a0 + b1)))
-            h2 = 1.0 / (1.0 + np.exp(-(w2 @ h1 + b2)))
-            z = w3 @ h2 + b3
-            z -= z.max()
-            pz = np.exp(z)
-            pz /= pz.sum()
-            d3 = pz - eye[y[i]]
-            d2 = (d3 @ w3) * h2 * (1.0 - h2)
-            d1 = (d2 @ w2) * h1 * (1.0 - h1)
-            t3.update(h2, d3, lr)
-            t2.update(h1, d2, lr)
-            t1.update(a0, d1, lr)
-            b3 -= lr * d3
-            b2 -= lr * d2
-            b1 -= lr * d1
-        sec = time.perf_counter() - start
-    pulses = sum(t.stats["pulses"] for t in tiles)
-    return sec, pulses, tiles, biases
+class AnalogMLP:
+    """The analog network and its training step (a tight numpy loop, as the training engine does)."""
+
+    def __init__(self, n, device, lr=0.01, seed=0, mode="exact"):
+        rng = np.random.default_rng(seed)
+        train = PulseTrain.from_on_time(n, 5e-3, 1e-6)
+        self.tiles, self.biases = [], []
+        for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
+            bound = 1.0 / np.sqrt(fan_in)
+            self.tiles.append(AnalogTile(fan_out, fan_in, device, train, UpdateConfig(mode=mode), IOConfig(), rng,
+                                         w0=rng.uniform(-bound, bound, (fan_out, fan_in))))
+            self.biases.append(rng.uniform(-bound, bound, fan_out))
+        self.lr = lr
+        # compile / load the numba cache outside any timing
+        t0 = AnalogTile(2, 2, device, train, UpdateConfig(mode=mode), IOConfig(), np.random.default_rng(1))
+        t0.update(np.ones(2), np.ones(2) * 0.1, lr)
+
+    def train(self, xs, ys):
+        """Batch-1 SGD over xs (float64, C-contiguous); returns seconds."""
+        w1, w2, w3 = (t.weights for t in self.tiles)        # live read-only views
+        t1, t2, t3 = self.tiles
+        b1, b2, b3 = self.biases
+        lr = self.lr
+        eye = np.eye(10)
+        with single_thread_blas():
+            start = time.perf_counter()
+            for i in range(xs.shape[0]):
+                a0 = xs[i]
+                h1 = 1.0 / (1.0 + np.exp(-(w1 @ a0 + b1)))
+                h2 = 1.0 / (1.0 + np.exp(-(w2 @ h1 + b2)))
+                z = w3 @ h2 + b3
+                z -= z.max()
+                pz = np.exp(z)
+                pz /= pz.sum()
+                d3 = pz - eye[ys[i]]
+                d2 = (d3 @ w3) * h2 * (1.0 - h2)
+                d1 = (d2 @ w2) * h1 * (1.0 - h1)
+                t3.update(h2, d3, lr)
+                t2.update(h1, d2, lr)
+                t1.update(a0, d1, lr)
+                b3 -= lr * d3
+                b2 -= lr * d2
+                b1 -= lr * d1
+            return time.perf_counter() - start
+
+    @property
+    def pulses(self) -> int:
+        return sum(t.stats["pulses"] for t in self.tiles)
+
+    def accuracy(self, x, y):
+        h = x.astype(np.float64)
+        for k, (t, b) in enumerate(zip(self.tiles, self.biases)):
+            h = h @ t.weights.T + b
+            if k < 2:
+                h = 1.0 / (1.0 + np.exp(-h))
+        return float(np.mean(h.argmax(1) == y))
 
 
-def analog_accuracy(tiles, biases, x, y):
-    h = x.astype(np.float64)
-    for k, (t, b) in enumerate(zip(tiles, biases)):
-        h = h @ t.weights.T + b
-        if k < 2:
-            h = 1.0 / (1.0 + np.exp(-h))
-    return float(np.mean(h.argmax(1) == y))
+class TorchMLP:
+    """Idiomatic PyTorch: nn.Sequential + SGD, zero_grad / backward / step per sample."""
 
-
-def torch_epoch(x, y, threads, lr=0.01, seed=0):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    def __init__(self, threads, lr=0.01, seed=0):
         torch.manual_seed(seed)
-        model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.Sigmoid(), torch.nn.Linear(256, 128),
-                                    torch.nn.Sigmoid(), torch.nn.Linear(128, 10))
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        crit = torch.nn.CrossEntropyLoss()
-        xt = torch.from_numpy(x)
-        yt = torch.from_numpy(y.astype(np.int64))
-        start = time.perf_counter()
-        for i in range(xt.shape[0]):
-            opt.zero_grad()
-            loss = crit(model(xt[i:i + 1]), yt[i:i + 1])
-            loss.backward()
-            opt.step()
-        sec = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(old)
-    return sec, model
+        self.threads = threads
+        self.model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.Sigmoid(), torch.nn.Linear(256, 128),
+                                         torch.nn.Sigmoid(), torch.nn.Linear(128, 10))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
+        self.crit = torch.nn.CrossEntropyLoss()
 
+    def train(self, xt, yt):
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            model, opt, crit = self.model, self.opt, self.crit
+            start = time.perf_counter()
+            for i in range(xt.shape[0]):
+                opt.zero_grad()
+                loss = crit(model(xt[i:i + 1]), yt[i:i + 1])
+                loss.backward()
+                opt.step()
+            return time.perf_counter() - start
+        finally:
+            torch.set_num_threads(old)
 
-def torch_accuracy(model, x, y):
-    with torch.no_grad():
-        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+    def accuracy(self, x, y):
+        with torch.no_grad():
+            return float((self.model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
 
 
 def peak_rss_mb() -> float:
@@ -150,6 +160,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-limit", type=int, default=60000, help="samples in the timed epoch")
     ap.add_argument("--n", type=int, default=1000, help="N of the main comparison")
+    ap.add_argument("--block", type=int, default=250,
+                    help="the methods alternate every BLOCK samples, so that a shared machine's load hits both alike")
     ap.add_argument("--n-sweep", default="100,300,1000,3000", help="N values of the epoch-time sweep ('' = skip)")
     ap.add_argument("--sweep-limit", type=int, default=3000, help="samples per point of the N sweep")
     ap.add_argument("--device", default="ctf", choices=["ctf", "ideal"])
@@ -158,22 +170,30 @@ def main(argv=None) -> None:
     x, y, xte, yte, name = load(args.train_limit)
     device = CTFDevice() if args.device == "ctf" else IdealDevice()
     ns = x.shape[0]
+    xs = np.ascontiguousarray(x, dtype=np.float64)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     print(f"data: {name}, {ns} training samples, batch 1, lr 0.01, 784-256-128-10 sigmoid MLP")
     print(f"torch {torch.__version__}, default threads {torch.get_num_threads()}; analog: {args.device} device, "
-          f"{args.mode} mode, update management, numpy BLAS single-threaded in the loop")
+          f"{args.mode} mode, N={args.n}, update management, numpy BLAS single-threaded in the loop; "
+          f"methods interleaved every {args.block} samples")
 
-    sec_a, pulses, tiles, biases = analog_epoch(x, y, args.n, device, mode=args.mode)
-    acc_a = analog_accuracy(tiles, biases, xte, yte)
-    res = {}
-    for threads in sorted({torch.get_num_threads(), 1}, reverse=True):
-        sec_t, model = torch_epoch(x, y, threads)
-        res[threads] = (sec_t, torch_accuracy(model, xte, yte))
+    analog = AnalogMLP(args.n, device, mode=args.mode)
+    torches = [TorchMLP(th) for th in sorted({torch.get_num_threads(), 1}, reverse=True)]
+    sec_a = 0.0
+    sec_t = [0.0] * len(torches)
+    for b0 in range(0, ns, args.block):
+        b1 = min(ns, b0 + args.block)
+        sec_a += analog.train(xs[b0:b1], y[b0:b1])
+        for k, tm in enumerate(torches):
+            sec_t[k] += tm.train(xt[b0:b1], yt[b0:b1])
     full = 60000 / ns
+    pulses = analog.pulses
     print(f"\nanalog N={args.n}: {sec_a / ns * 1e6:8.1f} us/sample  ({sec_a * full:7.1f} s per 60k epoch)  "
-          f"{pulses / ns:8.0f} pulses/sample  {pulses / sec_a / 1e6:6.1f} M pulses/s  test acc {acc_a:.3f}")
-    for threads, (sec_t, acc_t) in res.items():
-        print(f"torch {threads} thread(s): {sec_t / ns * 1e6:7.1f} us/sample  ({sec_t * full:7.1f} s per 60k epoch)  "
-              f"test acc {acc_t:.3f}   ratio analog/torch = {sec_a / sec_t:.2f}")
+          f"{pulses / ns:6.0f} pulses/sample  {pulses / sec_a / 1e6:5.1f} M pulses/s  "
+          f"test acc {analog.accuracy(xte, yte):.3f}")
+    for tm, st in zip(torches, sec_t):
+        print(f"torch {tm.threads} thread(s): {st / ns * 1e6:7.1f} us/sample  ({st * full:7.1f} s per 60k epoch)  "
+              f"test acc {tm.accuracy(xte, yte):.3f}   ratio analog/torch = {sec_a / st:.2f}")
     print(f"peak RSS so far: {peak_rss_mb():.0f} MB")
 
     if args.n_sweep:
@@ -181,7 +201,9 @@ def main(argv=None) -> None:
         print(f"\nepoch time vs N (first {lim} samples, extrapolated to 60k):")
         print(f"{'N':>6} {'us/sample':>10} {'s/60k epoch':>12} {'pulses/sample':>14} {'Mpulses/s':>10} {'peak RSS MB':>12}")
         for n in (int(v) for v in args.n_sweep.split(",")):
-            sec, pul, _, _ = analog_epoch(x[:lim], y[:lim], n, device, mode=args.mode)
+            net = AnalogMLP(n, device, mode=args.mode)
+            sec = net.train(xs[:lim], y[:lim])
+            pul = net.pulses
             print(f"{n:>6} {sec / lim * 1e6:10.1f} {sec / lim * 60000:12.1f} {pul / lim:14.0f} "
                   f"{pul / sec / 1e6:10.1f} {peak_rss_mb():12.0f}")
 

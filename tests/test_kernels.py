@@ -54,28 +54,40 @@ def test_rng_same_seed_same_stream():
 
 # -- trains ------------------------------------------------------------------------------------
 
+def _draw(prob, m, smap, seed, cap=None):
+    n = prob.size
+    cap = (m + 1) * n if cap is None else cap
+    ev_u = np.zeros(cap, dtype=np.int32)
+    ev_s = np.zeros(cap, dtype=np.int32)
+    rs = krng.new_state()
+    krng.seed(rs, seed)
+    nev = kt.draw_events(prob, m, smap, rs, np.zeros(n, dtype=np.int32), np.zeros(n), np.zeros(n), ev_u, ev_s)
+    return nev, ev_u[:max(nev, 0)], ev_s[:max(nev, 0)]
+
+
 @pytest.mark.parametrize("p", [0.003, 0.05, 0.2, 0.25, 0.4, 0.9, 1.0])
-def test_draw_trains_is_a_bernoulli_process(p):
+def test_draw_events_is_a_bernoulli_process(p):
     """Per-slot ON frequency p, count variance bl p (1 - p), adjacent slots independent --
-    for both the geometric-skipping (p <= 0.25) and the slot-by-slot branch."""
+    for both the geometric-skipping (p <= 0.25, lock step) and the slot-by-slot branch; each
+    unit's events in increasing slot order."""
     bl, units = 50, 4000
     prob = np.full(units, p)
-    ptr = np.zeros(units + 1, dtype=np.int64)
-    slots = np.zeros(bl * units, dtype=np.int32)
-    rs = krng.new_state()
-    krng.seed(rs, 99)
-    nev = kt.draw_trains(prob, bl, np.arange(bl, dtype=np.int32), ptr, slots, rs)
-    assert nev == ptr[-1]
+    prob[::7] = 0.0                                          # silent units in between
+    live = prob > 0
+    nev, ev_u, ev_s = _draw(prob, bl, np.arange(bl, dtype=np.int32), 99)
+    assert nev >= 0 and np.all(live[ev_u])
     on = np.zeros((units, bl), dtype=bool)
-    for u in range(units):
-        s = slots[ptr[u]:ptr[u + 1]]
-        assert np.all(np.diff(s) > 0) and (s.size == 0 or (s[0] >= 0 and s[-1] < bl))
-        on[u, s] = True
+    on[ev_u, ev_s] = True
+    assert on.sum() == nev                                   # no slot twice
+    order = np.argsort(ev_u, kind="stable")
+    su, ss = ev_u[order], ev_s[order]
+    assert np.all((np.diff(su) > 0) | (np.diff(ss) > 0))     # ascending slots per unit
+    on = on[live]
     counts = on.sum(1)
     if p == 1.0:
         assert np.all(on)
         return
-    m = units
+    m = on.shape[0]
     assert abs(counts.mean() - bl * p) < Z * math.sqrt(bl * p * (1 - p) / m)
     var = bl * p * (1 - p)
     mu4 = var * (1 + 3 * (bl - 2) * p * (1 - p))           # 4th central moment of a binomial
@@ -86,47 +98,42 @@ def test_draw_trains_is_a_bernoulli_process(p):
     assert abs(both - p * p) < Z * math.sqrt(p * p * (1 - p * p) / (m * (bl - 1))) * 2
 
 
-def test_draw_trains_capacity_overflow_reported():
-    prob = np.full(10, 0.5)
-    ptr = np.zeros(11, dtype=np.int64)
-    slots = np.zeros(20, dtype=np.int32)
-    rs = krng.new_state()
-    krng.seed(rs, 1)
-    assert kt.draw_trains(prob, 100, np.arange(100, dtype=np.int32), ptr, slots, rs) == -1
+def test_draw_events_capacity_overflow_reported():
+    assert _draw(np.full(10, 0.5), 100, np.arange(100, dtype=np.int32), 1, cap=20)[0] == -1
+    assert _draw(np.full(10, 0.05), 100, np.arange(100, dtype=np.int32), 1, cap=3)[0] == -1
 
 
 @pytest.mark.parametrize("p", [0.05, 0.6])
-def test_draw_trains_on_a_slot_subset(p):
+def test_draw_events_on_a_slot_subset(p):
     """Thinned drawing: only the listed slots can fire, each with probability p."""
     bl, units = 40, 5000
     subset = np.array([1, 2, 7, 20, 39], dtype=np.int32)
-    ptr = np.zeros(units + 1, dtype=np.int64)
-    slots = np.zeros(bl * units, dtype=np.int32)
-    rs = krng.new_state()
-    krng.seed(rs, 5)
-    kt.draw_trains(np.full(units, p), subset.size, subset, ptr, slots, rs)
-    ev = slots[:ptr[-1]]
-    assert np.all(np.isin(ev, subset))
-    freq = np.bincount(ev, minlength=bl)[subset] / units
+    nev, ev_u, ev_s = _draw(np.full(units, p), subset.size, subset, 5)
+    assert np.all(np.isin(ev_s, subset))
+    freq = np.bincount(ev_s, minlength=bl)[subset] / units
     assert np.all(np.abs(freq - p) < Z * math.sqrt(p * (1 - p) / units))
     mark = np.zeros(bl, dtype=np.int32)
     smap = np.zeros(bl, dtype=np.int32)
-    m = kt.active_slots(ptr[-1], slots, bl, mark, smap)
+    m = kt.active_slots(nev, ev_s, bl, mark, smap)
     assert np.array_equal(smap[:m], subset)
 
 
-def test_bucket_by_slot_matches_numpy():
+def test_counting_sorts_match_numpy():
     rng = np.random.default_rng(3)
-    units, bl = 37, 60
-    on = rng.random((units, bl)) < rng.random((units, 1))
-    ptr = np.concatenate([[0], np.cumsum(on.sum(1))]).astype(np.int64)
-    slots = np.concatenate([np.flatnonzero(r) for r in on]).astype(np.int32)
+    units, bl, nev = 37, 60, 500
+    ev_u = rng.integers(0, units, nev).astype(np.int32)
+    ev_s = rng.integers(0, bl, nev).astype(np.int32)
     slot_ptr = np.zeros(bl + 1, dtype=np.int64)
-    cursor = np.zeros(bl, dtype=np.int64)
-    slot_units = np.zeros(slots.size, dtype=np.int32)
-    kt.bucket_by_slot(ptr, slots, units, bl, slot_ptr, cursor, slot_units)
+    cursor = np.zeros(max(bl, units), dtype=np.int64)
+    slot_units = np.zeros(nev, dtype=np.int32)
+    kt.events_by_slot(nev, ev_u, ev_s, bl, slot_ptr, cursor, slot_units)
     for k in range(bl):
-        assert np.array_equal(slot_units[slot_ptr[k]:slot_ptr[k + 1]], np.flatnonzero(on[:, k]))
+        assert np.array_equal(slot_units[slot_ptr[k]:slot_ptr[k + 1]], ev_u[ev_s == k])
+    ptr = np.zeros(units + 1, dtype=np.int64)
+    unit_slots = np.zeros(nev, dtype=np.int32)
+    kt.events_by_unit(nev, ev_u, ev_s, units, ptr, cursor, unit_slots)
+    for u in range(units):
+        assert np.array_equal(unit_slots[ptr[u]:ptr[u + 1]], ev_s[ev_u == u])
 
 
 def test_prepare_gains_update_and_bl_management():

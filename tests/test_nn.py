@@ -35,13 +35,13 @@ def test_forward_and_input_gradient(dtype):
     assert lin.analog_ctx.grad is None
     assert all(p.numel() != 24 for p in lin.parameters())
     assert len(lin.analog_ctx.pending) == 1
-    x3 = torch.randn(2, 3, 6)                                  # leading dims
+    x3 = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(3))  # leading dims
     assert lin(x3).shape == (2, 3, 4)
 
 
 def test_backward_called_when_input_needs_no_grad_and_not_in_eval():
     lin = layer()
-    x = torch.rand(3, 6)                                      # first layer: no input grad
+    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(0))   # first layer: no input grad
     lin(x).sum().backward()
     assert len(lin.analog_ctx.pending) == 1
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_step_expected_mode_is_exact_sgd_and_bias_plain_sgd():
     opt = AnalogSGD(lin.parameters(), lr=0.05)
     w0 = lin.tile.get_weights()
     b0 = lin.bias.detach().clone()
-    x = torch.rand(3, 6, dtype=torch.float64)
+    x = torch.rand(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     target = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     opt.zero_grad()
     loss = ((lin(x) - target) ** 2).mean()
@@ -71,7 +71,7 @@ def test_step_exact_mode_moves_weights_down_the_gradient():
     lin = layer(mode="exact", n=1000, seed=3)
     opt = AnalogSGD(lin.parameters(), lr=0.1)
     w0 = lin.tile.get_weights()
-    x = torch.rand(8, 6)
+    x = torch.rand(8, 6, generator=torch.Generator().manual_seed(3))
     target = torch.randn(8, 4, generator=torch.Generator().manual_seed(4))
     loss = ((lin(x) - target) ** 2).mean()
     loss.backward()
@@ -79,7 +79,7 @@ def test_step_exact_mode_moves_weights_down_the_gradient():
     opt.step()
     dw = lin.tile.weights - w0
     assert np.any(dw != 0)
-    assert np.corrcoef(dw.ravel(), -grad.ravel())[0, 1] > 0.9
+    assert np.corrcoef(dw.ravel(), -grad.ravel())[0, 1] > 0.8      # ~0.93 (counting noise)
     # the loss went down
     with torch.no_grad():
         assert ((lin(x) - target) ** 2).mean() < loss
@@ -91,7 +91,7 @@ def test_training_a_small_regression_ctf_exact():
     lin = AnalogLinear(5, 2, rpu_config=RPUConfig(device=dev, pulses=PulseConfig(n=300)), rng=1)
     w_true = torch.tensor([[0.3, -0.2, 0.1, 0.0, 0.25], [-0.1, 0.2, 0.3, -0.3, 0.05]])
     opt = AnalogSGD(lin.parameters(), lr=0.05)
-    xs = torch.rand(400, 5)
+    xs = torch.rand(400, 5, generator=torch.Generator().manual_seed(2))
     ys = xs @ w_true.T
     with torch.no_grad():
         first = ((lin(xs) - ys) ** 2).mean().item()
@@ -127,7 +127,7 @@ def test_config_and_errors():
     with pytest.raises(CtfrpuError):
         AnalogLinear(0, 3)
     with pytest.raises(CtfrpuError, match="features"):
-        layer()(torch.rand(2, 5))
+        layer()(torch.zeros(2, 5))
     lin = layer()
     lin.set_weights(torch.zeros(4, 6), torch.ones(4))
     w, b = lin.get_weights()

@@ -53,6 +53,7 @@ from .config import IOConfig, UpdateConfig
 from .devices.pulses import PulseTrain
 from .errors import CtfrpuError
 from .kernels import ctfmath
+from .kernels.cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT, CTF_FIELDS, I_HI, I_LO, I_SCALE, IDEAL_FIELDS, aligned_records
 from .kernels import exact as kx
 from .kernels import expected as ke
 from .kernels import rng as krng
@@ -127,11 +128,20 @@ class AnalogTile:
         self.gain = gain
 
         st = device.init_state(shape, rng, w0)
-        cont = {f: (None if getattr(st, f) is None else np.ascontiguousarray(getattr(st, f), dtype=np.float64))
-                for f in ("w", "rate_scale", "lo", "hi", "vt", "e", "t_last")}
-        self.state = st.replace(**cont)
-        """The device state; its arrays are updated in place (``state.w is tile.weights``'s base)."""
-        self._w = self.state.w
+        self._w = aligned_records(shape, 1)[..., 0]      # C-contiguous (fields = 1), huge pages if large
+        self._w[...] = st.w
+        if kind == "ctf":
+            cells = aligned_records(shape, CTF_FIELDS)
+            names = {"vt": C_VT, "e": C_E, "t_last": C_TLAST, "rate_scale": C_KS, "lo": C_LO, "hi": C_HI}
+        else:
+            cells = aligned_records(shape, IDEAL_FIELDS)
+            names = {"rate_scale": I_SCALE, "lo": I_LO, "hi": I_HI}
+        for name, k in names.items():
+            cells[..., k] = getattr(st, name)
+        self._cells = cells
+        self.state = st.replace(w=self._w, **{name: cells[..., k] for name, k in names.items()})
+        """The device state, updated in place: ``state.w`` is the weights' base array, the other
+        fields are strided views of the per-cell records (:mod:`ctfrpu.kernels.cells`)."""
         self._w_ro = self._w.view()
         self._w_ro.flags.writeable = False
 
@@ -148,21 +158,23 @@ class AnalogTile:
         self._sx = np.zeros(self.in_size)
         self._q = np.zeros(self.out_size)
         self._sd = np.zeros(self.out_size)
-        self._row_ptr = np.zeros(self.in_size + 1, dtype=np.int64)
+        nu = max(self.in_size, self.out_size)
+        self._buf_i = np.zeros(3 * nu + 2 + n, dtype=np.int32)
+        self._buf_f = np.zeros(2 * nu)
         self._col_ptr = np.zeros(self.out_size + 1, dtype=np.int64)
         self._slot_ptr = np.zeros(n + 1, dtype=np.int64)
-        self._cursor = np.zeros(n, dtype=np.int64)
+        self._slot_cursor = np.zeros(n, dtype=np.int64)
+        self._smap = np.zeros(n, dtype=np.int32)
         self._rows_idx = np.zeros(self.in_size, dtype=np.int64)
         self._cols_idx = np.zeros(self.out_size, dtype=np.int64)
-        self._cap_r = min(n * self.in_size, _INITIAL_CAPACITY)
-        self._cap_c = min(n * self.out_size, _INITIAL_CAPACITY)
-        self._row_slots = np.zeros(self._cap_r, dtype=np.int32)
-        self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
-        self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
-        self._ident = np.arange(n, dtype=np.int32)
-        self._smap = np.zeros(n, dtype=np.int32)
-        self._mark = np.zeros(n, dtype=np.int32)
+        self._max_r = (n + 1) * self.in_size          # event capacity that always suffices
+        self._max_c = (n + 1) * self.out_size
+        self._cap_r = min(self._max_r, _INITIAL_CAPACITY)
+        self._cap_c = min(self._max_c, _INITIAL_CAPACITY)
+        self._alloc_rows()
+        self._alloc_cols()
         self._rs = krng.new_state()
+        self._pack()
         if kind == "ideal":
             self._dw_pulse = float(device.rate * train.pw)
             self._std = float(device.dw_min_std)
@@ -316,14 +328,30 @@ class AnalogTile:
                               f"update.update_management = true")
         raise CtfrpuError(f"update: internal kernel status {status}")  # pragma: no cover
 
+    def _alloc_rows(self) -> None:
+        self._ev_unit_r = np.zeros(self._cap_r, dtype=np.int32)
+        self._ev_slot_r = np.zeros(self._cap_r, dtype=np.int32)
+        self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
+
+    def _alloc_cols(self) -> None:
+        self._ev_unit_c = np.zeros(self._cap_c, dtype=np.int32)
+        self._ev_slot_c = np.zeros(self._cap_c, dtype=np.int32)
+        self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
+
+    def _pack(self) -> None:
+        """The buffer arguments of the kernels' ``draw_sample``, in order."""
+        self._dbuf = (self._p, self._q, self._sx, self._sd, self._buf_i, self._buf_f, self._ev_unit_r,
+                      self._ev_slot_r, self._slot_ptr, self._slot_cursor, self._slot_rows, self._ev_unit_c,
+                      self._ev_slot_c, self._col_ptr, self._col_slots, self._smap, self._rs)
+
     def _grow(self, status: int) -> None:
         if status == kx.ST_CAP_ROWS:
-            self._cap_r = min(2 * self._cap_r, self._n * self.in_size)
-            self._row_slots = np.zeros(self._cap_r, dtype=np.int32)
-            self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
+            self._cap_r = min(2 * self._cap_r, self._max_r)
+            self._alloc_rows()
         else:
-            self._cap_c = min(2 * self._cap_c, self._n * self.out_size)
-            self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
+            self._cap_c = min(2 * self._cap_c, self._max_c)
+            self._alloc_cols()
+        self._pack()
 
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
         """Apply the stochastic pulsed update, E[dW] = -lr * gain * outer(d, x) (ideal device).
@@ -343,22 +371,15 @@ class AnalogTile:
             while True:
                 if self.kind == "ideal":
                     st, b = kx.update_exact_ideal(
-                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std,
-                        self._w, self.state.rate_scale, self.state.lo, self.state.hi, self._p, self._q,
-                        self._sx, self._sd, self._row_ptr, self._row_slots, self._slot_ptr, self._cursor,
-                        self._slot_rows, self._col_ptr, self._col_slots, self._ident, self._smap, self._mark,
-                        self._rs, self._stats)
+                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._dw_pulse,
+                        self._std, self._w, self._cells, *self._dbuf, self._stats)
                 else:
-                    s = self.state
                     dev = self.device
                     st, b = kx.update_exact_ctf(
-                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._clock, self.train.duration,
-                        self._w, s.vt, s.e, s.t_last, s.rate_scale, s.lo, s.hi, self._cst, self._mi, self.train.pw,
+                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._clock,
+                        self.train.duration, self._w, self._cells, self._cst, self._mi, self.train.pw,
                         self.train.period, bool(dev.carry_enhancement), self._dec, dev.tau_off, dev.vt_ref,
-                        dev.v_unit, self._last_row, self._stamp_row, self._stamp_counter, self._p, self._q,
-                        self._sx, self._sd, self._row_ptr, self._row_slots, self._slot_ptr, self._cursor,
-                        self._slot_rows, self._col_ptr, self._col_slots, self._ident, self._smap, self._mark,
-                        self._rs, self._stats)
+                        dev.v_unit, self._last_row, self._stamp_row, self._stamp_counter, *self._dbuf, self._stats)
                 if st == ST_OK:
                     break
                 if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):
@@ -371,7 +392,7 @@ class AnalogTile:
             if self.kind == "ideal":
                 st, b = ke.update_expected_ideal(
                     X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std, self._w,
-                    self.state.rate_scale, self.state.lo, self.state.hi, self._p, self._q, self._sx, self._sd,
+                    self._cells, self._p, self._q, self._sx, self._sd,
                     self._rows_idx, self._cols_idx, gauss, float(uc.noise_scale), self._rs, self._stats)
             elif not (gauss and blm):
                 st, b = self._expected_ctf(X, D, counter, lrg, um, blm, gauss, self._n)
@@ -398,11 +419,10 @@ class AnalogTile:
         return tab
 
     def _expected_ctf(self, X, D, counter, lrg, um, blm, gauss, bl):
-        s = self.state
         dev = self.device
         tab = self._var_table(bl) if gauss else self._no_tab
         return ke.update_expected_ctf(
-            X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._w, s.vt, s.rate_scale, s.lo, s.hi,
+            X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._w, self._cells,
             self._cst, self._mi, self.train.pw, self.train.gap, dev.tau_off, dev.vt_ref, dev.v_unit, self._p,
             self._q, self._sx, self._sd, self._rows_idx, self._cols_idx, gauss, float(self.update_config.noise_scale),
             tab, self._rs, self._stats)
@@ -431,9 +451,7 @@ class AnalogTile:
             self._raise(st, 0, X, D, lrg, 1)
         while True:
             st, bl, clipped, er, ec = kx.draw_sample(
-                X[0], D[0], self._base_seed, self._counter, lrg, self.dw_min, self._n, um, blm, self._p, self._q, self._sx, self._sd,
-                self._row_ptr, self._row_slots, self._slot_ptr, self._cursor, self._slot_rows, self._col_ptr,
-                self._col_slots, self._ident, self._smap, self._mark, self._rs)
+                X[0], D[0], self._base_seed, self._counter, lrg, self.dw_min, self._n, um, blm, *self._dbuf)
             if st == ST_OK:
                 break
             self._grow(st)
@@ -450,19 +468,20 @@ class AnalogTile:
         r_sign = np.empty(m)
         r_dw = np.empty(m)
         if self.kind == "ideal":
-            cnt = kx.apply_ideal(self._w, self.state.rate_scale, self.state.lo, self.state.hi, self._dw_pulse,
+            cnt = kx.apply_ideal(self._w, self._cells, self._dw_pulse,
                                  self._std, self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr,
-                                 self._col_slots, self._rs, True, r_row, r_col, r_slot, r_sign, r_dw)
+                                 self._col_slots, self._rs, self._stats[kx.S_SINK:], True, r_row, r_col, r_slot,
+                                 r_sign, r_dw)
         else:
-            s = self.state
             dev = self.device
             r_dvt = np.empty(m)
             r_e0 = np.empty(m)
-            cnt = kx.apply_ctf(self._w, s.vt, s.e, s.t_last, s.rate_scale, s.lo, s.hi, self._cst, self._mi,
+            cnt = kx.apply_ctf(self._w, self._cells, self._cst, self._mi,
                                self.train.pw, self.train.period, self._clock, bool(dev.carry_enhancement), self._dec, dev.tau_off,
                                dev.vt_ref, dev.v_unit, self._last_row, self._stamp_row, int(self._stamp_counter[0]),
                                self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr, self._col_slots,
-                               self._rs, True, r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0)
+                               self._rs, self._stats[kx.S_SINK:], True, r_row, r_col, r_slot, r_sign, r_dw, r_dvt,
+                               r_e0)
             self._stamp_counter[0] += self.out_size
         assert cnt == m
         self._stats[kx.S_COINC] += cnt

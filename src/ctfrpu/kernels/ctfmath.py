@@ -63,24 +63,39 @@ def ipow(b, k):
 
 
 @numba.njit(cache=True, inline="always")
-def pulse(vt, e0, sign, kscale, lo, hi, cst, mi, xi):
-    """One pulse (sign +1 program / -1 erase) -> (vt_new, e_new). Branch-free in the sign (signs
-    of successive coincidences are unpredictable)."""
-    o = int(2.0 - 2.0 * sign)             # 0 for program, 4 for erase
-    kap = cst[o]
-    lin = cst[o + 1]
-    aq = cst[o + 2]
-    c = cst[o + 3]
+def pow_m(base, mi, m):
+    """base ** m; by multiplications for the common integer exponents."""
+    if mi == 6:
+        b2 = base * base
+        return b2 * b2 * b2
+    if mi > 0:
+        return ipow(base, mi)
+    return base ** m
+
+
+@numba.njit(cache=True, inline="always")
+def pulse_s(vt, e0, sign, kscale, lo, hi, kp, lp, ap, cp, ke, le, ae, ce, mi, m, inv_norm, dv_std, xi):
+    """One pulse (sign +1 program / -1 erase) -> (vt_new, e_new), constants as scalars (the
+    kernels hoist them out of their loops). Branch-free in the sign (signs of successive
+    coincidences are unpredictable)."""
+    prog = sign > 0
+    kap = kp if prog else ke
+    lin = lp if prog else le
+    aq = ap if prog else ae
+    c = cp if prog else ce
     u = min(max((vt - lo) / (hi - lo), 0.0), 1.0)
     base = 0.5 * (1.0 - sign) + sign * u  # u for program, 1 - u for erase
-    if mi > 0:
-        pw_ = ipow(base, mi)
-    else:
-        pw_ = base ** cst[8]
-    sat = (1.0 - pw_) / cst[9]
-    noise = max(1.0 + cst[10] * xi, 0.0)
+    sat = (1.0 - pow_m(base, mi, m)) * inv_norm
+    noise = max(1.0 + dv_std * xi, 0.0)
     vt_new = min(max(vt + sign * kap * kscale * sat * (lin + aq * e0) * noise, lo), hi)
     return vt_new, 1.0 - (1.0 - e0) * c
+
+
+@numba.njit(cache=True, inline="always")
+def pulse(vt, e0, sign, kscale, lo, hi, cst, mi, xi):
+    """:func:`pulse_s` with the constants of :func:`sign_consts`."""
+    return pulse_s(vt, e0, sign, kscale, lo, hi, cst[0], cst[1], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7],
+                   mi, cst[8], 1.0 / cst[9], cst[10], xi)
 
 
 @numba.njit(cache=True)

@@ -34,6 +34,7 @@ import numba
 import numpy as np
 
 from . import rng as _rng
+from .cells import C_HI, C_KS, C_LO, C_VT, I_HI, I_LO, I_SCALE
 from .ctfmath import ipow
 from .trains import ST_OK, check_sample, prepare, train_length
 
@@ -60,7 +61,7 @@ def _active(prob, idx):
 
 
 @numba.njit(cache=True)
-def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse, std, w, scale, lo, hi,
+def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse, std, w, cells,
                           p, q, sx, sd, rows, cols, gauss, noise_scale, rs, stats):
     """Mean (and, with ``gauss``, Gaussian-noise) update of every sample of a batch, in order."""
     st, bad = _validate(X, D, lrg, dw_min, n, um, blm)
@@ -85,16 +86,12 @@ def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse
             for ii in range(nr):
                 i = rows[ii]
                 pp = p[i] * qq
-                dwc = dw_pulse * scale[j, i]
+                cell = cells[j, i]
+                dwc = dw_pulse * cell[I_SCALE]
                 dw = sx[i] * sdj * bl * pp * dwc
                 if gauss:
                     dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * _rng.normal(rs)
-                nw = w[j, i] + dw
-                if nw < lo[j, i]:
-                    nw = lo[j, i]
-                elif nw > hi[j, i]:
-                    nw = hi[j, i]
-                w[j, i] = nw
+                w[j, i] = min(max(w[j, i] + dw, cell[I_LO]), cell[I_HI])
     return ST_OK, X.shape[0]
 
 
@@ -199,7 +196,7 @@ def sample_bl(x, d, lrg, dw_min, n, blm):
 
 
 @numba.njit(cache=True)
-def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, vt, kscale, lo, hi, cst, mi, pw, gap, tau_off,
+def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, cells, cst, mi, pw, gap, tau_off,
                         vt_ref, v_unit, p, q, sx, sd, rows, cols, gauss, noise_scale, var_tab, rs, stats):
     """CTF counterpart of :func:`update_expected_ideal` (e and t_last are left untouched).
 
@@ -228,19 +225,17 @@ def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, vt, ksc
                 i = rows[ii]
                 pp = p[i] * qq
                 s = sx[i] * sdj
-                dv = ctf_mean_dvt(pp, bl, s, vt[j, i], kscale[j, i], lo[j, i], hi[j, i], cst, mi, d_gap, d_t)
+                cell = cells[j, i]
+                vt, lo, hi = cell[C_VT], cell[C_LO], cell[C_HI]
+                dv = ctf_mean_dvt(pp, bl, s, vt, cell[C_KS], lo, hi, cst, mi, d_gap, d_t)
                 if gauss:
-                    u = min(max((vt[j, i] - lo[j, i]) / (hi[j, i] - lo[j, i]), 0.0), 1.0)
+                    u = min(max((vt - lo) / (hi - lo), 0.0), 1.0)
                     base = u if s > 0 else 1.0 - u
                     sat = (1.0 - (ipow(base, mi) if mi > 0 else base ** cst[8])) / cst[9]
                     kap = cst[0] if s > 0 else cst[4]
                     var = _interp(var_tab, 0 if s > 0 else 1, pp)
-                    dv += noise_scale * kap * kscale[j, i] * sat * math.sqrt(var) * _rng.normal(rs)
-                nv = vt[j, i] + dv
-                if nv < lo[j, i]:
-                    nv = lo[j, i]
-                elif nv > hi[j, i]:
-                    nv = hi[j, i]
-                vt[j, i] = nv
+                    dv += noise_scale * kap * cell[C_KS] * sat * math.sqrt(var) * _rng.normal(rs)
+                nv = min(max(vt + dv, lo), hi)
+                cell[C_VT] = nv
                 w[j, i] = (nv - vt_ref) / v_unit
     return ST_OK, X.shape[0]

@@ -13,7 +13,9 @@ a train and one normal per cell pulse (cycle-to-cycle noise), so the generator i
 * uniform in [0, 1): the top 53 bits of an output;
 * standard normal: the 256-layer ziggurat (Marsaglia & Tsang 2000, in the 64-bit form numpy's
   ``Generator.standard_normal`` uses: 8 bits choose the layer, 1 bit the sign, 52 bits the
-  abscissa; exact tail and wedge rejection), tables computed at import.
+  abscissa; exact tail and wedge rejection), tables computed at import;
+* standard exponential: the 256-layer exponential ziggurat (numpy's form, 53-bit abscissa) --
+  the geometric skips of the train drawing use it instead of -log(uniform).
 """
 
 from __future__ import annotations
@@ -50,8 +52,33 @@ def _ziggurat_tables():
     return ki, wi, fi, r
 
 
+def _ziggurat_exp_tables():
+    r = 7.69711747013104972          # start of the tail
+    v = 0.0039496598225815571993     # area of every layer
+    m = 2.0 ** 53
+    ke = np.zeros(256, dtype=np.uint64)
+    we = np.zeros(256)
+    fe = np.zeros(256)
+    de = te = r
+    q = v / math.exp(-de)
+    ke[0] = np.uint64((de / q) * m)
+    ke[1] = 0
+    we[0] = q / m
+    we[255] = de / m
+    fe[0] = 1.0
+    fe[255] = math.exp(-de)
+    for i in range(254, 0, -1):
+        de = -math.log(v / de + math.exp(-de))
+        ke[i + 1] = np.uint64((de / te) * m)
+        te = de
+        fe[i] = math.exp(-de)
+        we[i] = de / m
+    return ke, we, fe, r
+
+
 _KI, _WI, _FI, _R = _ziggurat_tables()
 _INV_R = 1.0 / _R
+_KE, _WE, _FE, _RE = _ziggurat_exp_tables()
 
 
 def new_state() -> np.ndarray:
@@ -157,6 +184,37 @@ def normal_local(s0, s1, s2, s3):
     return _normal_slow(s0, s1, s2, s3, idx, rabs, neg, x)
 
 
+@numba.njit(cache=True)
+def _exponential_slow(s0, s1, s2, s3, idx, x):
+    while True:
+        r1, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
+        if idx == 0:                                   # tail: memoryless, R + Exp(1)
+            return _RE - math.log1p(-to_unit(r1)), s0, s1, s2, s3
+        if (_FE[idx - 1] - _FE[idx]) * to_unit(r1) + _FE[idx] < math.exp(-x):
+            return x, s0, s1, s2, s3
+        r, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
+        r >>= _U(3)
+        idx = r & _U(0xFF)
+        r >>= _U(8)
+        x = float(r) * _WE[idx]
+        if r < _KE[idx]:
+            return x, s0, s1, s2, s3
+
+
+@numba.njit(cache=True, inline="always")
+def exponential_local(s0, s1, s2, s3):
+    """Standard exponential Exp(1) on a local state: (x, s0, s1, s2, s3); ziggurat, ~2 ns.
+    (-log of a uniform in distribution, without the log.)"""
+    r, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
+    r >>= _U(3)
+    idx = r & _U(0xFF)
+    r >>= _U(8)
+    x = float(r) * _WE[idx]
+    if r < _KE[idx]:
+        return x, s0, s1, s2, s3
+    return _exponential_slow(s0, s1, s2, s3, idx, x)
+
+
 @numba.njit(cache=True, inline="always")
 def uniform(rs):
     """Uniform double in [0, 1) on the state array."""
@@ -184,6 +242,19 @@ def fill_uniform(rs, out):
     """Fill ``out`` with uniforms (tests, benchmarks)."""
     for i in range(out.size):
         out[i] = uniform(rs)
+
+
+@numba.njit(cache=True)
+def fill_exponential(rs, out):
+    """Fill ``out`` with Exp(1) draws (tests, benchmarks)."""
+    s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
+    for i in range(out.size):
+        x, s0, s1, s2, s3 = exponential_local(s0, s1, s2, s3)
+        out[i] = x
+    rs[0] = s0
+    rs[1] = s1
+    rs[2] = s2
+    rs[3] = s3
 
 
 @numba.njit(cache=True)

@@ -6,10 +6,11 @@ tile owns the buffers):
 * :func:`prepare` -- validate one sample (x, d), choose the train length BL and the gains A, B
   (update management / BL management, aihwkit's rules) and fill the per-row probability p_i,
   per-column q_j and the signs;
-* :func:`draw_trains` -- draw every unit's ON slots as a Bernoulli process (geometric skipping
-  for sparse units, one uniform per slot for dense ones), written as CSR by unit, sorted by slot,
-  over all BL slots or only over a given subset of slots (see "thinning" below);
-* :func:`bucket_by_slot` -- counting sort of the row events into CSR by slot.
+* :func:`draw_events` -- draw every unit's ON slots as a Bernoulli process (geometric skipping
+  with exponential-ziggurat draws for sparse units, in lock step; one draw per slot for dense
+  ones), over all BL slots or only over a given subset of slots (see "thinning" below);
+* :func:`events_by_slot` (rows) / :func:`events_by_unit` (columns) -- counting sorts of the events
+  into CSR by slot / by unit.
 
 Thinning. A cell pulse needs its row AND its column ON in the same slot. The kernels draw the
 side with fewer expected pulses (rows: BL sum p_i, columns: BL sum q_j) in full, collect the set S
@@ -31,7 +32,7 @@ import math
 import numba
 import numpy as np
 
-from .rng import next_local, to_unit
+from .rng import exponential_local, next_local
 
 # status codes returned by the kernels
 ST_OK = 0
@@ -42,7 +43,7 @@ ST_CAPACITY = 4       # an event buffer is too small (the tile grows it and redo
 
 DENSE_P = 0.25
 """Above this per-slot probability a train is drawn slot by slot (one ~1.5 ns draw per slot) rather
-than by geometric skipping (one draw and one log, ~6 ns, per pulse)."""
+than by geometric skipping (one exponential draw, ~3-5 ns, per pulse)."""
 
 
 @numba.njit(cache=True)
@@ -149,56 +150,67 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
 
 
 @numba.njit(cache=True)
-def draw_trains(prob, m, smap, ptr, slots, rs):
-    """Draw each unit's ON slots among the m slots smap[0] < smap[1] < ... < smap[m-1]
-    (independent Bernoulli(prob[u]) per slot; smap = 0..bl-1 for a full train).
+def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot):
+    """Draw every unit's ON slots among the m slots smap[0] < ... < smap[m-1] (independent
+    Bernoulli(prob[u]) per slot; smap = 0..bl-1 for a full train) as events (ev_unit, ev_slot).
 
-    Writes CSR by unit: unit u's slots, ascending, are slots[ptr[u]:ptr[u+1]]. Returns the
-    number of events, or -1 if ``slots`` is too small (nothing else is meaningful then).
-    Cost: ~6 ns per pulse (one draw, one log) for sparse units (geometric skipping), ~1.5 ns per
-    slot (one draw, branch-free) for dense ones (p > DENSE_P).
+    Returns the number of events, or -1 if the event buffers are too small. Order: the dense units
+    (p > DENSE_P, drawn slot by slot, branch-free) first, then the sparse ones by geometric
+    skipping in lock step -- round r draws the r-th pulse of every unit still inside the train, a
+    branch-free sweep over a compacted list of live units (a per-unit loop of random length
+    mispredicts its exit once per unit). Each unit's events are in increasing slot order.
+    act_*: scratch of size >= prob.size.
     """
     s0 = rs[0]
     s1 = rs[1]
     s2 = rs[2]
     s3 = rs[3]
-    cap = slots.size
-    k = 0
-    ptr[0] = 0
+    cap = ev_unit.size
     fm = float(m)
+    k = 0
+    na = 0
     status = 0
-    for u in range(prob.size):
-        pp = prob[u]
-        if pp <= 0.0 or m == 0:
-            pass
-        elif pp > DENSE_P:
-            if k + m > cap:            # (conservative: room for every slot)
-                status = -1
-                break
-            # ON if the top 53 bits of a draw are below pp * 2^53 (= uniform < pp); branch-free
-            thr = np.uint64(pp * 9007199254740992.0)
-            for s in range(m):
-                r, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
-                slots[k] = smap[s]
-                k += 1 if (r >> np.uint64(11)) < thr else 0
-        else:
-            # log(1 - pp) is as accurate as log1p(-pp) to ~1e-16 / pp relative; log1p is ~4x slower
-            inv = 1.0 / (math.log(1.0 - pp) if pp > 1e-6 else math.log1p(-pp))
-            pos = -1.0
-            while True:
-                # number of OFF slots before the next ON slot ~ Geometric(pp) (support 0, 1, ...)
-                r, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
-                pos += 1.0 + math.floor(math.log(1.0 - to_unit(r)) * inv)
-                if pos >= fm:
-                    break
-                if k >= cap:
+    if m > 0:
+        for u in range(prob.size):
+            pp = prob[u]
+            if pp > DENSE_P:
+                if k + m > cap:          # (conservative: room for every slot)
                     status = -1
                     break
-                slots[k] = smap[int(pos)]
-                k += 1
-            if status < 0:
-                break
-        ptr[u + 1] = k
+                # ON if the top 53 bits of a draw are below pp * 2^53 (= uniform < pp); pp = 1: always
+                thr = np.uint64(min(pp, 1.0) * 9007199254740992.0)
+                for s in range(m):
+                    r, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
+                    ev_unit[k] = u
+                    ev_slot[k] = smap[s]
+                    k += 1 if ((r >> np.uint64(11)) < thr or pp >= 1.0) else 0
+            else:
+                # compact list of sparse live units (branch-free append)
+                act_unit[na] = u
+                act_pos[na] = -1.0
+                # skip ~ Geometric(pp) (OFF slots before the next ON one) = floor(E / -log(1 - pp)),
+                # E ~ Exp(1); log(1 - pp) is as accurate as log1p(-pp) to ~1e-16 / pp relative, and
+                # ~4x cheaper. pp = 0 gives ninv = inf: the unit leaves in the first round.
+                act_ninv[na] = -1.0 / (math.log(1.0 - pp) if pp > 1e-6 else math.log1p(-pp)) if pp > 0.0 else np.inf
+                na += 1 if pp > 0.0 else 0
+    while na > 0 and status == 0:
+        if k + na > cap:
+            status = -1
+            break
+        nb = 0
+        for a in range(na):
+            ex, s0, s1, s2, s3 = exponential_local(s0, s1, s2, s3)
+            pos = act_pos[a] + 1.0 + math.floor(ex * act_ninv[a])
+            live = pos < fm
+            u = act_unit[a]
+            ev_unit[k] = u
+            ev_slot[k] = smap[int(min(pos, fm - 1.0))]
+            k += 1 if live else 0
+            act_unit[nb] = u
+            act_pos[nb] = pos
+            act_ninv[nb] = act_ninv[a]
+            nb += 1 if live else 0
+        na = nb
     rs[0] = s0
     rs[1] = s1
     rs[2] = s2
@@ -207,38 +219,53 @@ def draw_trains(prob, m, smap, ptr, slots, rs):
 
 
 @numba.njit(cache=True)
-def active_slots(nev, slots, bl, mark, smap):
-    """Sorted distinct slots among slots[:nev] into smap; returns their number. mark: int[bl] scratch."""
+def active_slots(nev, ev_slot, bl, mark, smap):
+    """Sorted distinct slots among ev_slot[:nev] into smap; returns their number. mark: int[bl] scratch."""
     for k in range(bl):
         mark[k] = 0
     for t in range(nev):
-        mark[slots[t]] = 1
+        mark[ev_slot[t]] = 1
     m = 0
     for k in range(bl):
-        if mark[k]:
-            smap[m] = k
-            m += 1
+        smap[m] = k
+        m += mark[k]
     return m
 
 
 @numba.njit(cache=True)
-def bucket_by_slot(ptr, slots, n_units, bl, slot_ptr, cursor, slot_units):
-    """Counting sort of CSR-by-unit events into CSR by slot: the units ON at slot k, ascending,
-    are slot_units[slot_ptr[k]:slot_ptr[k+1]]. O(events + bl)."""
+def events_by_slot(nev, ev_unit, ev_slot, bl, slot_ptr, cursor, slot_units):
+    """Counting sort of events into CSR by slot: the units ON at slot k are
+    slot_units[slot_ptr[k]:slot_ptr[k+1]]. O(events + bl)."""
     for k in range(bl + 1):
         slot_ptr[k] = 0
-    nev = ptr[n_units]
     for t in range(nev):
-        slot_ptr[slots[t] + 1] += 1
+        slot_ptr[ev_slot[t] + 1] += 1
     for k in range(bl):
         slot_ptr[k + 1] += slot_ptr[k]
     for k in range(bl):
         cursor[k] = slot_ptr[k]
+    for t in range(nev):
+        k = ev_slot[t]
+        slot_units[cursor[k]] = ev_unit[t]
+        cursor[k] += 1
+
+
+@numba.njit(cache=True)
+def events_by_unit(nev, ev_unit, ev_slot, n_units, ptr, cursor, unit_slots):
+    """Stable counting sort of events into CSR by unit: unit u's slots, ascending, are
+    unit_slots[ptr[u]:ptr[u+1]]. O(events + units)."""
+    for u in range(n_units + 1):
+        ptr[u] = 0
+    for t in range(nev):
+        ptr[ev_unit[t] + 1] += 1
     for u in range(n_units):
-        for t in range(ptr[u], ptr[u + 1]):
-            k = slots[t]
-            slot_units[cursor[k]] = u
-            cursor[k] += 1
+        ptr[u + 1] += ptr[u]
+    for u in range(n_units):
+        cursor[u] = ptr[u]
+    for t in range(nev):
+        u = ev_unit[t]
+        unit_slots[cursor[u]] = ev_slot[t]
+        cursor[u] += 1
 
 
 @numba.njit(cache=True)
