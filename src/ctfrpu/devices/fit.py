@@ -39,6 +39,7 @@ from ..errors import CtfrpuError
 from ..units import parse_time
 from .ctf import TIME_FIELDS, CTFDevice
 from .ctf_fast import train_dvt
+from .pulses import check_gaps, pw_grid
 
 FIT_PARAMS = ("kappa_p", "a_p", "tau_on_p", "t_d_p", "tau_off")
 """Parameters that program-train measurements constrain; fitted unless fixed."""
@@ -194,8 +195,6 @@ def synthesize(device: CTFDevice, t_on=(100e-6,), gaps=(0.1e-6, 1e-6, 3e-6, 10e-
     """Synthetic measurements (OUR model plus Gaussian noise): for every ON time and gap, ``points``
     widths log-spaced in [pw_min, pw_max] (N = round(t_on / pw), pw = t_on / N) with
     ``sigma = sqrt((noise_rel dV)^2 + noise_abs^2)`` volts; ``dVT_err = sigma`` when ``with_err``."""
-    from ..experiments.device_response import check_gaps, pw_grid  # lazy: experiments import devices
-
     t_on = np.atleast_1d(np.asarray(t_on, dtype=np.float64))
     gaps = check_gaps(gaps)
     if not (math.isfinite(noise_rel) and noise_rel >= 0 and math.isfinite(noise_abs) and noise_abs >= 0):

@@ -22,6 +22,9 @@ import numpy as np
 from ..errors import CtfrpuError
 from ..units import format_time
 
+#: Most pulses one train of a device experiment may have (guards against absurd grids).
+MAX_PULSES = 10_000_000
+
 
 def _is_int(x) -> bool:
     return isinstance(x, (numbers.Integral, np.integer)) and not isinstance(x, (bool, np.bool_))
@@ -91,3 +94,34 @@ class PulseTrain:
 
     def describe(self) -> str:
         return f"N={self.n}, pw={format_time(self.pw)}, t_gap={format_time(self.gap)}"
+
+
+def pw_grid(t_on: float, pw_min: float, pw_max: float, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer pulse counts N and widths pw = t_on / N (ascending pw), log-spaced in pw.
+
+    ``points`` log-spaced widths in [pw_min, min(pw_max, t_on)] are rounded to the nearest integer
+    N = t_on / pw, so that every train has exactly the ON time t_on; repeated N are dropped.
+    """
+    for name, v in (("t_on", t_on), ("pw_min", pw_min), ("pw_max", pw_max)):
+        if not (math.isfinite(v) and v > 0):
+            raise CtfrpuError(f"{name} must be finite and > 0, got {v!r}")
+    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
+        raise CtfrpuError(f"points must be an integer >= 2, got {points!r}")
+    pw_max = min(pw_max, t_on)
+    if not pw_min < pw_max:
+        raise CtfrpuError(f"need pw_min < min(pw_max, t_on), got pw_min={format_time(pw_min)}, "
+                          f"pw_max={format_time(pw_max)}")
+    if t_on / pw_min > MAX_PULSES:
+        raise CtfrpuError(f"t_on / pw_min = {t_on / pw_min:.3g} pulses per train is more than {MAX_PULSES:.0e}; "
+                          "raise pw_min or lower t_on")
+    n = np.unique(np.maximum(1, np.round(t_on / np.geomspace(pw_min, pw_max, int(points)))).astype(np.int64))[::-1]
+    return n, t_on / n
+
+
+def check_gaps(gaps) -> np.ndarray:
+    g = np.asarray(gaps, dtype=np.float64).reshape(-1)
+    if g.size == 0:
+        raise CtfrpuError("need at least one gap")
+    if not np.all(np.isfinite(g)) or np.any(g < 0):
+        raise CtfrpuError(f"gaps must be finite and >= 0, got {list(g)}")
+    return g

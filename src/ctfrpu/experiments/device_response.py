@@ -22,12 +22,12 @@ import numpy as np
 
 from ..devices.ctf import CTFDevice
 from ..devices.ctf_fast import train_dvt
+from ..devices.pulses import MAX_PULSES, check_gaps, pw_grid  # noqa: F401 (re-exported)
 from ..errors import CtfrpuError
 from ..units import format_time
 from .device_plot import MARKERS, STYLE, caption, out_dir, pyplot, save_figure, write_csv
 
 DEFAULT_GAPS = (0.1e-6, 1e-6, 10e-6, 100e-6, 1e-3)
-MAX_PULSES = 10_000_000
 """Refuse designs with more pulses than this in one train (t_on / pw_min): they would take minutes."""
 
 CSV_COLUMNS = ("pw_s", "n_pulses", "gap_s", "dvt_V", "ideal_dvt_V", "ratio")
@@ -41,28 +41,6 @@ def noise_free(device: CTFDevice) -> CTFDevice:
 def ideal_level(device: CTFDevice, t_on: float) -> float:
     """Program-time-conserving dV_T of ON time t_on (V): kappa_p (1 + a_p) t_on (s = 1)."""
     return device.kappa_p * (1.0 + device.a_p) * t_on
-
-
-def pw_grid(t_on: float, pw_min: float, pw_max: float, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer pulse counts N and widths pw = t_on / N (ascending pw), log-spaced in pw.
-
-    ``points`` log-spaced widths in [pw_min, min(pw_max, t_on)] are rounded to the nearest integer
-    N = t_on / pw, so that every train has exactly the ON time t_on; repeated N are dropped.
-    """
-    for name, v in (("t_on", t_on), ("pw_min", pw_min), ("pw_max", pw_max)):
-        if not (math.isfinite(v) and v > 0):
-            raise CtfrpuError(f"{name} must be finite and > 0, got {v!r}")
-    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
-        raise CtfrpuError(f"points must be an integer >= 2, got {points!r}")
-    pw_max = min(pw_max, t_on)
-    if not pw_min < pw_max:
-        raise CtfrpuError(f"need pw_min < min(pw_max, t_on), got pw_min={format_time(pw_min)}, "
-                          f"pw_max={format_time(pw_max)}")
-    if t_on / pw_min > MAX_PULSES:
-        raise CtfrpuError(f"t_on / pw_min = {t_on / pw_min:.3g} pulses per train is more than {MAX_PULSES:.0e}; "
-                          "raise pw_min or lower t_on")
-    n = np.unique(np.maximum(1, np.round(t_on / np.geomspace(pw_min, pw_max, int(points)))).astype(np.int64))[::-1]
-    return n, t_on / n
 
 
 @dataclass
@@ -85,15 +63,6 @@ class Response:
             for j in range(len(self.pw)):
                 yield (float(self.pw[j]), int(self.n[j]), float(g), float(self.dvt[i, j]), float(self.ideal),
                        float(self.dvt[i, j] / self.ideal))
-
-
-def check_gaps(gaps) -> np.ndarray:
-    g = np.asarray(gaps, dtype=np.float64).reshape(-1)
-    if g.size == 0:
-        raise CtfrpuError("need at least one gap")
-    if not np.all(np.isfinite(g)) or np.any(g < 0):
-        raise CtfrpuError(f"gaps must be finite and >= 0, got {list(g)}")
-    return g
 
 
 def response(device: CTFDevice, t_on: float = 100e-6, gaps=DEFAULT_GAPS, pw_min: float = 0.5e-6,
