@@ -35,7 +35,7 @@ import numpy as np
 
 from . import rng as _rng
 from .cells import C_HI, C_KS, C_LO, C_VT, I_HI, I_LO, I_SCALE
-from .ctfmath import ipow
+from .ctfmath import pow_m
 from .trains import ST_OK, check_sample, prepare, train_length
 
 S_UPDATES, S_COINC, S_ROW_PULSES, S_COL_PULSES, S_CLIPPED = range(5)
@@ -68,6 +68,7 @@ def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse
     if st != ST_OK:
         return st, bad
     var_c2c = std * std
+    zbuf = np.empty(rows.size)
     for b in range(X.shape[0]):
         bl, work, clipped = prepare(X[b], D[b], lrg, dw_min, n, um, blm, p, q, sx, sd)
         stats[S_UPDATES] += 1
@@ -77,12 +78,17 @@ def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse
             stats[S_CLIPPED] += 1
         if gauss:
             _rng.seed_stream(rs, base, counter + b)
+        s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
         nr = _active(p, rows)
         ncol = _active(q, cols)
         for jj in range(ncol):
             j = cols[jj]
             qq = q[j]
             sdj = sd[j]
+            if gauss:                 # the column's normals first: a tight loop the CPU pipelines well
+                for ii in range(nr):
+                    xi, s0, s1, s2, s3 = _rng.normal_local(s0, s1, s2, s3)
+                    zbuf[ii] = xi
             for ii in range(nr):
                 i = rows[ii]
                 pp = p[i] * qq
@@ -90,9 +96,43 @@ def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse
                 dwc = dw_pulse * cell[I_SCALE]
                 dw = sx[i] * sdj * bl * pp * dwc
                 if gauss:
-                    dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * _rng.normal(rs)
+                    dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * zbuf[ii]
                 w[j, i] = min(max(w[j, i] + dw, cell[I_LO]), cell[I_HI])
+        rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, s3
     return ST_OK, X.shape[0]
+
+
+@numba.njit(cache=True, inline="always")
+def ctf_unit_mean(pp, bl, lin, aq, c, d_gap, d_t, tiny):
+    """E[sum over fired slots of (lin + aq e_k)] for a train of bl slots firing with probability pp,
+    e = 0 at the start (the closed form of ``CTFDevice.expected_train_dvt`` without kappa s).
+    ``tiny``: alpha^bl underflows to 0.0 for every pp (see :func:`pow_underflows`), skip it."""
+    alpha = pp * c * d_gap + (1.0 - pp) * d_t
+    one_m = 1.0 - alpha
+    if one_m > 1e-12:
+        inv = 1.0 / one_m
+        m_star = pp * (1.0 - c) * d_gap * inv
+        a_bl = 0.0 if (tiny or alpha <= 0.0) else math.exp(bl * math.log(alpha))
+        sum_m = m_star * (bl - (1.0 - a_bl) * inv)
+    else:
+        sum_m = 0.0
+    return pp * (bl * lin + aq * sum_m)
+
+
+@numba.njit(cache=True)
+def pow_underflows(bl, c, d_gap, d_t):
+    """True if alpha^bl is exactly 0.0 in double precision for every P in [0, 1]: alpha is linear in
+    P, so its maximum is max(c d_gap, d_t), and exp(x) is 0.0 below x = -745.2."""
+    amax = max(c * d_gap, d_t)
+    return amax <= 0.0 or bl * math.log(amax) < -746.0
+
+
+@numba.njit(cache=True, inline="always")
+def saturation(vt, lo, hi, sign, mi, m, inv_norm):
+    """s(V_T) of the device (program: (1 - u^m) / norm, erase: (1 - (1 - u)^m) / norm)."""
+    u = min(max((vt - lo) / (hi - lo), 0.0), 1.0)
+    base = 0.5 * (1.0 - sign) + sign * u
+    return (1.0 - pow_m(base, mi, m)) * inv_norm
 
 
 @numba.njit(cache=True)
@@ -100,35 +140,9 @@ def ctf_mean_dvt(pp, bl, sign, vt, kscale, lo, hi, cst, mi, d_gap, d_t):
     """Exact mean dV_T of one train of bl slots, each firing with probability pp (e = 0 at the start,
     s frozen at the start): the closed form of ``CTFDevice.expected_train_dvt``; ``cst`` from
     :func:`ctfrpu.kernels.ctfmath.sign_consts`."""
-    if sign > 0:
-        kappa = cst[0]
-        lin = cst[1]
-        aq = cst[2]
-        c = cst[3]
-    else:
-        kappa = cst[4]
-        lin = cst[5]
-        aq = cst[6]
-        c = cst[7]
-    alpha = pp * c * d_gap + (1.0 - pp) * d_t
-    beta = pp * (1.0 - c) * d_gap
-    one_m = 1.0 - alpha
-    if one_m > 1e-12:
-        m_star = beta / one_m
-        geo = (1.0 - alpha ** bl) / one_m
-    else:
-        m_star = 0.0
-        geo = float(bl)
-    sum_m = bl * m_star - m_star * geo
-    u = (vt - lo) / (hi - lo)
-    u = min(max(u, 0.0), 1.0)
-    base = u if sign > 0 else 1.0 - u
-    if mi > 0:
-        pw_ = ipow(base, mi)
-    else:
-        pw_ = base ** cst[8]
-    s = (1.0 - pw_) / cst[9]
-    return sign * kappa * kscale * s * pp * (bl * lin + aq * sum_m)
+    o = 0 if sign > 0 else 4
+    unit = ctf_unit_mean(pp, bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t, False)
+    return sign * cst[o] * kscale * saturation(vt, lo, hi, sign, mi, cst[8], 1.0 / cst[9]) * unit
 
 
 VAR_GRID = 256
@@ -206,6 +220,10 @@ def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, cells, 
         return st, bad
     d_gap = math.exp(-gap / tau_off)
     d_t = math.exp(-(pw + gap) / tau_off)
+    m = cst[8]
+    inv_norm = 1.0 / cst[9]
+    inv_unit = 1.0 / v_unit
+    zbuf = np.empty(rows.size)
     for b in range(X.shape[0]):
         bl, work, clipped = prepare(X[b], D[b], lrg, dw_min, n, um, blm, p, q, sx, sd)
         stats[S_UPDATES] += 1
@@ -215,27 +233,33 @@ def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, cells, 
             stats[S_CLIPPED] += 1
         if gauss:
             _rng.seed_stream(rs, base, counter + b)
+        s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
+        tiny_p = pow_underflows(bl, cst[3], d_gap, d_t)
+        tiny_e = pow_underflows(bl, cst[7], d_gap, d_t)
         nr = _active(p, rows)
         ncol = _active(q, cols)
         for jj in range(ncol):
             j = cols[jj]
             qq = q[j]
             sdj = sd[j]
+            if gauss:                 # the column's normals first: a tight loop the CPU pipelines well
+                for ii in range(nr):
+                    xi, s0, s1, s2, s3 = _rng.normal_local(s0, s1, s2, s3)
+                    zbuf[ii] = xi
             for ii in range(nr):
                 i = rows[ii]
                 pp = p[i] * qq
                 s = sx[i] * sdj
+                o = 0 if s > 0 else 4
                 cell = cells[j, i]
                 vt, lo, hi = cell[C_VT], cell[C_LO], cell[C_HI]
-                dv = ctf_mean_dvt(pp, bl, s, vt, cell[C_KS], lo, hi, cst, mi, d_gap, d_t)
+                scale = s * cst[o] * cell[C_KS] * saturation(vt, lo, hi, s, mi, m, inv_norm)
+                dv = scale * ctf_unit_mean(pp, bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t,
+                                           tiny_p if s > 0 else tiny_e)
                 if gauss:
-                    u = min(max((vt - lo) / (hi - lo), 0.0), 1.0)
-                    base = u if s > 0 else 1.0 - u
-                    sat = (1.0 - (ipow(base, mi) if mi > 0 else base ** cst[8])) / cst[9]
-                    kap = cst[0] if s > 0 else cst[4]
-                    var = _interp(var_tab, 0 if s > 0 else 1, pp)
-                    dv += noise_scale * kap * cell[C_KS] * sat * math.sqrt(var) * _rng.normal(rs)
+                    dv += noise_scale * abs(scale) * math.sqrt(_interp(var_tab, o >> 2, pp)) * zbuf[ii]
                 nv = min(max(vt + dv, lo), hi)
                 cell[C_VT] = nv
-                w[j, i] = (nv - vt_ref) / v_unit
+                w[j, i] = (nv - vt_ref) * inv_unit
+        rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, s3
     return ST_OK, X.shape[0]
