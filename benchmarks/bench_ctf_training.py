@@ -15,8 +15,13 @@ second, the epoch time vs N (100, 300, 1000, 3000) and the peak RSS. MNIST if fe
 
 Usage::
 
-    python benchmarks/bench_ctf_training.py [--train-limit 60000] [--n-sweep 100,300,1000,3000]
-                                            [--sweep-limit 3000] [--device ctf|ideal]
+    python benchmarks/bench_ctf_training.py [--train-limit 60000] [--n 1000] [--torch-threads 1,2]
+                                            [--n-sweep 100,300,1000,3000] [--sweep-limit 3000]
+                                            [--device ctf|ideal] [--mode exact|expected|gaussian]
+
+On a loaded machine torch with several threads can be far slower than with one (its worker threads
+spin for cores that other processes hold); the methods alternate every --block samples so that
+both see the same load.
 """
 
 from __future__ import annotations
@@ -164,6 +169,8 @@ def main(argv=None) -> None:
                     help="the methods alternate every BLOCK samples, so that a shared machine's load hits both alike")
     ap.add_argument("--n-sweep", default="100,300,1000,3000", help="N values of the epoch-time sweep ('' = skip)")
     ap.add_argument("--sweep-limit", type=int, default=3000, help="samples per point of the N sweep")
+    ap.add_argument("--torch-threads", default=f"1,{torch.get_num_threads()}",
+                    help="torch thread counts to compare with (comma-separated)")
     ap.add_argument("--device", default="ctf", choices=["ctf", "ideal"])
     ap.add_argument("--mode", default="exact", choices=["exact", "expected", "gaussian"])
     args = ap.parse_args(argv)
@@ -177,7 +184,7 @@ def main(argv=None) -> None:
           f"methods interleaved every {args.block} samples")
 
     analog = AnalogMLP(args.n, device, mode=args.mode)
-    torches = [TorchMLP(th) for th in sorted({torch.get_num_threads(), 1}, reverse=True)]
+    torches = [TorchMLP(th) for th in sorted({int(v) for v in args.torch_threads.split(",")})]
     sec_a = 0.0
     sec_t = [0.0] * len(torches)
     for b0 in range(0, ns, args.block):
