@@ -136,7 +136,9 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
                 out.append(v)
         design = ablation_design(study, ds)
         if design is None:
-            out.append(V.verdict_iii({}, n_test, ds))
+            v = V.verdict_iii({}, n_test, ds)
+            v.summary = "no ablation arms (ideal, ctf_expected, ideal_gauss) for this dataset"
+            out.append(v)
         else:
             n, gap = design
             arms = {a: V.Cell([r.accuracy for r in rows if r.arm == a and (a == "fp" or (r.n == n and r.gap == gap))])
