@@ -161,6 +161,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mb() -> float:
+    """Current resident set size (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:                                                # pragma: no cover
+        return peak_rss_mb()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-limit", type=int, default=60000, help="samples in the timed epoch")
@@ -183,7 +192,9 @@ def main(argv=None) -> None:
           f"{args.mode} mode, N={args.n}, update management, numpy BLAS single-threaded in the loop; "
           f"methods interleaved every {args.block} samples")
 
+    rss0 = rss_mb()
     analog = AnalogMLP(args.n, device, mode=args.mode)
+    rss1 = rss_mb()
     torches = [TorchMLP(th) for th in sorted({int(v) for v in args.torch_threads.split(",")})]
     sec_a = 0.0
     sec_t = [0.0] * len(torches)
@@ -200,7 +211,8 @@ def main(argv=None) -> None:
     for tm, st in zip(torches, sec_t):
         print(f"torch {tm.threads} thread(s): {st / ns * 1e6:7.1f} us/sample  ({st * full:7.1f} s per 60k epoch)  "
               f"test acc {tm.accuracy(xte, yte):.3f}   ratio analog/torch = {sec_a / st:.2f}")
-    print(f"peak RSS so far: {peak_rss_mb():.0f} MB")
+    print(f"RSS: {rss0:.0f} MB after imports and data, +{rss1 - rss0:.0f} MB for the three analog tiles; "
+          f"peak RSS so far {peak_rss_mb():.0f} MB")
 
     if args.n_sweep:
         lim = min(args.sweep_limit, ns)

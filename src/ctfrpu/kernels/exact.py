@@ -46,19 +46,24 @@ __all__ = ["ST_OK", "ST_BAD_X", "ST_BAD_D", "ST_PROB", "ST_CAP_ROWS", "ST_CAP_CO
 
 @numba.njit(cache=True)
 def touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots):
-    """Sum of the first record field and the weight of every cell about to be pulsed. Loading them
+    """(Sum of the first record field and the weight of every cell about to be pulsed, number of
+    pulses). Loading them
     in this light loop lets the CPU fetch their cache lines in parallel; the dependent pulse
     arithmetic afterwards would otherwise wait for one miss after the other (a 784x256 tile's
     records, 13 MB, do not stay in cache between updates)."""
     n_out = w.shape[0]
     acc = 0.0
+    cnt = 0
     for j in range(n_out):
         for t in range(col_ptr[j], col_ptr[j + 1]):
             k = col_slots[t]
-            for r in range(slot_ptr[k], slot_ptr[k + 1]):
+            r0 = slot_ptr[k]
+            r1 = slot_ptr[k + 1]
+            cnt += r1 - r0
+            for r in range(r0, r1):
                 i = slot_rows[r]
                 acc += cells[j, i, 0] + w[j, i]
-    return acc
+    return acc, cnt
 
 
 @numba.njit(cache=True)
@@ -81,8 +86,9 @@ def apply_ideal(w, cells, dw_pulse, std, sx, sd, slot_ptr, slot_rows, col_ptr, c
     cells[j, i] = (scale, lo, hi, -) (see :mod:`ctfrpu.kernels.cells`).
     With ``rec`` the events are written to the r_* arrays (sized by the caller).
     """
-    sink[0] += touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    z = pulse_normals(std > 0.0, count_coincidences(col_ptr, col_slots, w.shape[0], slot_ptr), rs)
+    acc, n_p = touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    sink[0] += acc
+    z = pulse_normals(std > 0.0, n_p, rs)
     n_out = w.shape[0]
     cnt = 0
     for j in range(n_out):
@@ -121,14 +127,15 @@ def apply_ctf(w, cells, cst, mi, pw, period, t0, carry, dec, tau_off, vt_ref, v_
     order. ``stamp_base`` must exceed every stamp used before (the caller advances it by n_out per
     sample). Returns the number of pulses applied.
     """
-    sink[0] += touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    acc, n_p = touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    sink[0] += acc
     n_out = w.shape[0]
     kp, lp, ap, cp, ke, le, ae, ce = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7]
     m = cst[8]
     inv_norm = 1.0 / cst[9]
     dv_std = cst[10]
     inv_unit = 1.0 / v_unit
-    z = pulse_normals(dv_std > 0.0, count_coincidences(col_ptr, col_slots, n_out, slot_ptr), rs)
+    z = pulse_normals(dv_std > 0.0, n_p, rs)
     cnt = 0
     for j in range(n_out):
         sdj = sd[j]
