@@ -41,6 +41,17 @@ draws and one base seed at construction, and the forward/backward output noise. 
 generator (:mod:`ctfrpu.kernels.rng`: pulse trains, cycle-to-cycle noise) runs one stream per
 sample, seeded from (base seed, sample counter) -- no numpy call per update. Same generator state
 at construction (and the same calls) -> same result; the batch split does not matter.
+
+Cost (exact mode, see benchmarks/bench_update.py): one kernel call per update (batch), ~5 us of
+Python and dispatch, a few ns per row/column train pulse drawn (the sparser side in full, the other
+only on the slots where the first has pulses) and ~10-30 ns per cell pulse -- never
+N x rows x cols. The expected and Gaussian modes cost a few to ~30 ns per cell with x_i d_j != 0
+per sample (dense), i.e. usually MORE than the exact mode. The first call of each kernel on a
+machine compiles it (~10 s in all; cached in __pycache__ afterwards).
+
+A tile is not thread-safe (it owns scratch buffers). Its complete state, for checkpoints, is
+``state`` (weights and device arrays), ``rng``, and the private counters ``_counter`` (sample
+streams), ``_clock`` and ``_stamp_counter`` (CTF).
 """
 
 from __future__ import annotations
@@ -53,7 +64,8 @@ from .config import IOConfig, UpdateConfig
 from .devices.pulses import PulseTrain
 from .errors import CtfrpuError
 from .kernels import ctfmath
-from .kernels.cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT, CTF_FIELDS, I_HI, I_LO, I_SCALE, IDEAL_FIELDS, aligned_records
+from .kernels.cells import (C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT, CTF_FIELDS, I_HI, I_LO, I_SCALE, IDEAL_FIELDS,
+                            aligned_records)
 from .kernels import exact as kx
 from .kernels import expected as ke
 from .kernels import rng as krng
