@@ -132,7 +132,7 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
     clipped = False
     for i in range(x.size):
         v = x[i]
-        pp = a_gain * abs(v)
+        pp = a_gain * abs(v) if v != 0.0 else 0.0       # (never inf * 0 = NaN)
         if pp > 1.0:
             pp = 1.0
             clipped = True
@@ -140,7 +140,7 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
         sx[i] = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
     for j in range(d.size):
         v = d[j]
-        qq = b_gain * abs(v)
+        qq = b_gain * abs(v) if v != 0.0 else 0.0
         if qq > 1.0:
             qq = 1.0
             clipped = True
