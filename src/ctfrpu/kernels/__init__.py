@@ -15,3 +15,41 @@
 Every kernel is ``@njit(cache=True)``: the first import on a machine compiles them (about 10-20 s
 in all), later runs load the cache from ``__pycache__``.
 """
+
+import hashlib as _hashlib
+from pathlib import Path as _Path
+
+
+def _guard_numba_cache() -> None:
+    """Drop this package's numba cache when any kernel source changed.
+
+    numba keys a cached function on its own file only: a kernel in exact.py that calls
+    trains.prepare would keep running the OLD prepare after trains.py changed. So a digest of all
+    kernel sources (and the numba version) is kept next to the cache; on a mismatch the cache files
+    are deleted and the kernels recompile once. A read-only install simply skips this.
+    """
+    import numba
+
+    here = _Path(__file__).resolve().parent
+    try:
+        h = _hashlib.sha256(numba.__version__.encode())
+        for f in sorted(here.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+        digest = h.hexdigest()[:20]
+        cache = here / "__pycache__"
+        stamp = cache / "ctfrpu-kernels.digest"
+        if stamp.is_file() and stamp.read_text().strip() == digest:
+            return
+        if cache.is_dir():
+            for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+                f.unlink(missing_ok=True)
+        cache.mkdir(exist_ok=True)
+        tmp = stamp.with_suffix(f".{id(h)}.tmp")
+        tmp.write_text(digest)
+        tmp.replace(stamp)
+    except OSError:
+        pass
+
+
+_guard_numba_cache()
