@@ -106,7 +106,9 @@ def compensation_gain(device, train, cfg, u_typ: float | None = None) -> float:
     Returns 1.0 for devices that conserve program time (ideal, floating point).
     """
     lr = float(cfg.optim.lr) if cfg is not None else 0.01
-    g, _, _ = gain_for(device, train, lr, U_TYP if u_typ is None else u_typ)
+    if u_typ is None:
+        u_typ = float(cfg.compensation.u_typ) if cfg is not None else U_TYP
+    g, _, _ = gain_for(device, train, lr, u_typ)
     if not (math.isfinite(g) and g > 0):
         raise CtfrpuError(f"compensation: gain is not finite for {train.describe()}")
     return float(g)
