@@ -67,8 +67,9 @@ class OptimConfig(_Strict):
     """Learning rate of SGD (and of the pulsed update)."""
     batch_size: int = Field(default=1, ge=1)
     """Mini-batch size; analog layers apply the pulsed update sample by sample (as in hardware)."""
-    epochs: int = Field(default=20, ge=1)
-    """Number of passes over the training set."""
+    epochs: int = Field(default=30, ge=1)
+    """Number of passes over the training set. 30: where the FP baseline's validation accuracy
+    (5,000 held-out training samples, seed 0) has plateaued on both MNIST and Fashion-MNIST."""
 
     @field_validator("lr")
     @classmethod

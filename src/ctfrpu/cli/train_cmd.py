@@ -42,7 +42,7 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.command("train")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML run config.")
 @click.option("--dataset", help="mnist | fashion | synthetic  [mnist]")
-@click.option("--epochs", help="Epochs  [20]")
+@click.option("--epochs", help="Epochs  [30]")
 @click.option("--seed", help="Seed of every random draw  [0]")
 @click.option("--lr", help="Learning rate  [0.01]")
 @click.option("--batch-size", help="Mini-batch size  [1]")
