@@ -22,7 +22,7 @@ data: install
 	$(BIN)/ctfrpu data verify
 
 test: data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 reproduce: data
 	$(BIN)/ctfrpu reproduce --profile quick
