@@ -223,3 +223,12 @@ def test_tiny_real_reproduce_and_report(tmp_path):
     assert len(st.stats) == 6
     res2 = reproduce("smoke", store, tmp_path / "out", workers=1, log=logs.append, report=False)
     assert res2["counts"]["finished"] == 0 and res2["counts"]["skipped-finished"] == res["runs"]
+
+
+def test_report_warns_when_device_parameters_are_mixed(tmp_path):
+    store = fake_store(tmp_path / "s.db", datasets=("mnist",), seeds=(0, 1), arms=False)
+    cfg = validate(merge(arm_config(merge(BASE, {"pulses": {"n": 300}}), "ctf"),
+                         {"device": {"params": {"tau_off": 1e-4}}}))
+    store.record_run(cfg.to_dict(), cfg.hash(), "finished", [], {"test_accuracy": 0.9}, None, 0, 1)
+    html = build_report(store, tmp_path / "rep").read_text()
+    assert "different device parameter sets" in html

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import time
 from pathlib import Path
@@ -308,6 +309,11 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     if "synthetic" in datasets:
         parts.append('<p class="ours">The synthetic dataset is a generated test set, not MNIST: its accuracies say '
                      "nothing about the paper's findings.</p>")
+    devices = {json.dumps([r.config["device"].get("params_file"), r.config["device"].get("params", {})], sort_keys=True)
+               for r in study.runs if r.device == "ctf"}
+    if len(devices) > 1:
+        parts.append(f'<p class="missing">Warning: this study pools CTF runs with {len(devices)} different device '
+                     "parameter sets (device.params / params_file); cells mix them. Use separate stores per device.</p>")
     notes = missing_notes(study, store_path)
     if notes:
         parts.append('<div class="missing"><b>Missing for the full comparison:</b><ul>'
