@@ -158,3 +158,10 @@ def test_measure_arms_records_and_resumes(tmp_path):
     assert all("already in the store" in line for line in logs)
     assert res2["ctf"]["layers"] == res["ctf"]["layers"]
     assert len(store.list(sweep="update-stats")) == len(ARM_ORDER)
+
+
+def test_u_typ_reaches_only_the_compensated_arm():
+    base = merge(BASE, {"compensation": {"u_typ": 0.05}})
+    assert validate(arm_config(base, "ctf_comp")).compensation.u_typ == 0.05
+    assert validate(arm_config(base, "ctf")).compensation == RunConfig().compensation
+    assert validate(arm_config(base, "ctf")).hash() == validate(arm_config(BASE, "ctf")).hash()

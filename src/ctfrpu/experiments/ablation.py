@@ -110,7 +110,8 @@ def arm_config(base: dict[str, Any], arm: str) -> dict[str, Any]:
     cfg.pop("sweep", None)
     default = RunConfig().to_dict()
     cfg["update"] = dict(cfg["update"], mode="exact", noise_scale=default["update"]["noise_scale"])
-    cfg["compensation"] = {"kind": "none"}
+    comp_gain = dict(cfg["compensation"], kind="gain")           # keeps the base's u_typ for ctf_comp
+    cfg["compensation"] = default["compensation"]                # other arms: no gain, default u_typ
     if arm == "fp":
         # the FP baseline ignores the device, the pulses and the update: default values keep one
         # FP run per (study, seed), whatever pulse design the analog arms use
@@ -121,7 +122,7 @@ def arm_config(base: dict[str, Any], arm: str) -> dict[str, Any]:
     if arm in ("ctf", "ctf_comp", "ctf_expected"):
         cfg["device"] = ctf_dict
         if arm == "ctf_comp":
-            cfg["compensation"] = {"kind": "gain"}
+            cfg["compensation"] = comp_gain
         if arm == "ctf_expected":
             cfg["update"]["mode"] = "expected"
         return cfg
