@@ -121,14 +121,29 @@ def load_studies(store) -> list[Study]:
         seen: set[tuple] = set()
         unique = []
         for r in st.runs:
-            sig = (r.dataset, json.dumps({k: v for k, v in r.config.items() if k not in ("name", "sweep")},
-                                         sort_keys=True))
+            sig = (r.dataset, _normal_key(r.config))
             if sig in seen:
                 continue
             seen.add(sig)
             unique.append(r)
         st.runs = unique
+        latest: dict[tuple, dict[str, Any]] = {}
+        for rec in st.stats:       # one update-statistics record per (dataset, design, arm): the latest
+            latest[(rec["dataset"], rec.get("n"), rec.get("gap"), rec.get("arm"))] = rec
+        st.stats = list(latest.values())
     return sorted(studies.values(), key=lambda s: (-len(s.runs), s.key))
+
+
+def _normal_key(config: dict[str, Any]) -> str:
+    """Identity of a run's config across schema versions: the hash of the config re-validated with
+    today's defaults (a record written before a new field existed equals one written after it)."""
+    from ..config import validate
+    from ..errors import CtfrpuError
+
+    try:
+        return validate({k: v for k, v in config.items() if k not in ("name", "sweep")}).hash()
+    except CtfrpuError:
+        return json.dumps({k: v for k, v in config.items() if k not in ("name", "sweep")}, sort_keys=True)
 
 
 def group(rows: list[RunRow], *keys: str) -> dict[tuple, list[RunRow]]:
