@@ -227,7 +227,8 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
 
     quick: MNIST and Fashion-MNIST, 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300,
     1000}, t_gap in {0.1, 100} us, with/without OUR compensation, 2 seeds, FP baseline, the ablation
-    on MNIST at N = 1000 with update statistics, then the report -- about 10-15 minutes on 2 cores.
+    on MNIST at N = 1000 with update statistics, then the report -- measured 8 min wall (500 CPU-s, numba compilation included)
+    on a shared 2-core machine; its accuracies are pre-convergence (see the report).
     full: all 60,000 samples x 30 epochs (lr 0.01), N in {100, 300, 1000, 3000}, t_gap in {0.1, 1,
     10, 100} us, 3 seeds, ablation at N = 100 and 1000 on both datasets: meant for a cluster
     (--scheduler). Rerunning continues where it stopped (finished config hashes are skipped).
