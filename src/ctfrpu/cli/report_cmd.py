@@ -209,8 +209,9 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
 
 
 @click.command("reproduce")
-@click.option("--profile", type=click.Choice(["quick", "full", "smoke"]), default="quick", show_default=True,
-              help="quick: one 2-core machine, <= 15 min; full: paper-scale grid for a cluster; smoke: seconds, synthetic data.")
+@click.option("--profile", type=click.Choice(["quick", "medium", "full", "smoke"]), default="quick", show_default=True,
+              help="quick: one 2-core machine, <= 15 min; medium: 3 seeds, 2x the data, ~30-40 min on 2 cores; "
+                   "full: paper-scale grid for a cluster; smoke: seconds, synthetic data.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
               help="Output directory: report, sweep files.")

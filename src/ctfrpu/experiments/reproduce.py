@@ -73,6 +73,12 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             description="2-core machine, <= 15 min: 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300, "
                         "1000}, t_gap in {0.1, 100} us, compensation on/off, 2 seeds, ablation on MNIST at N = 1000, "
                         "t_gap = 0.1 us"),
+    Profile("medium", ("mnist", "fashion"), train_limit=8000, test_limit=None, epochs=3, lr=0.1,
+            ns=(100, 300, 1000), gaps=(1e-7, 1e-4), seeds=(0, 1, 2), ablation_datasets=("mnist", "fashion"),
+            ablation_designs=((1000, 1e-7),), stats_pairs=8, stats_reps=40,
+            description="one 2-core machine, about 30-40 min: 8,000 training samples x 3 epochs (lr 0.1), N in "
+                        "{100, 300, 1000}, t_gap in {0.1, 100} us, compensation on/off, 3 seeds, ablation on both "
+                        "datasets at N = 1000, t_gap = 0.1 us"),
     Profile("full", ("mnist", "fashion"), train_limit=None, test_limit=None, epochs=30, lr=0.01,
             ns=(100, 300, 1000, 3000), gaps=(1e-7, 1e-6, 1e-5, 1e-4), seeds=(0, 1, 2),
             ablation_datasets=("mnist", "fashion"), ablation_designs=((100, 1e-6), (1000, 1e-6)),
