@@ -108,7 +108,7 @@ class MLP:
 
     def train_step(self, x: np.ndarray, label: int, lr: float) -> float:
         """One batch-1 SGD step; returns the sample's cross-entropy loss."""
-        tiles, biases, act, dact = self.tiles, self.biases, self.act, self.dact
+        tiles, biases, act = self.tiles, self.biases, self.act
         last = len(tiles) - 1
         inputs = []
         h = x
@@ -123,20 +123,12 @@ class MLP:
         loss = float(np.log(s) + zmax - h[label])
         d = p / s
         d[label] -= 1.0
-        # Backward first through the old weights, then update every layer (standard SGD).
-        deltas = [d]
-        for k in range(last, 0, -1):
-            d = tiles[k].backward(d) * dact(inputs[k])
-            deltas.append(d)
-        deltas.reverse()
-        for k in range(last + 1):
-            tiles[k].update(inputs[k], deltas[k], lr)
-            biases[k] -= lr * deltas[k]
+        self._backprop(inputs, d, lr)
         return loss
 
     def train_batch(self, x: np.ndarray, labels: np.ndarray, lr: float) -> float:
         """Mini-batch SGD on the mean loss; analog tiles apply their update sample by sample."""
-        tiles, biases, act, dact = self.tiles, self.biases, self.act, self.dact
+        tiles, biases, act = self.tiles, self.biases, self.act
         last = len(tiles) - 1
         n = len(labels)
         inputs = []
@@ -152,15 +144,23 @@ class MLP:
         d = p / s
         d[np.arange(n), labels] -= 1.0
         d /= n
+        self._backprop(inputs, d, lr)
+        return loss
+
+    def _backprop(self, inputs: list[np.ndarray], d: np.ndarray, lr: float) -> None:
+        """Backward through the old weights first, then update every layer (standard SGD).
+
+        ``d`` is dL/d(logits) of one sample (1-D) or of a batch (2-D, already divided by its size).
+        """
+        tiles, dact = self.tiles, self.dact
         deltas = [d]
-        for k in range(last, 0, -1):
+        for k in range(len(tiles) - 1, 0, -1):
             d = tiles[k].backward(d) * dact(inputs[k])
             deltas.append(d)
         deltas.reverse()
-        for k in range(last + 1):
-            tiles[k].update(inputs[k], deltas[k], lr)
-            biases[k] -= lr * deltas[k].sum(axis=0)
-        return loss
+        for k, (tile, bias, delta) in enumerate(zip(tiles, self.biases, deltas)):
+            tile.update(inputs[k], delta, lr)
+            bias -= lr * (delta if delta.ndim == 1 else delta.sum(axis=0))
 
 
 def layer_sizes(cfg: RunConfig, n_inputs: int, n_classes: int) -> list[int]:
