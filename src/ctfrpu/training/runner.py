@@ -153,6 +153,11 @@ def execute_run(cfg: RunConfig, store, progress: bool = True, data_dir=None, dat
         from ..data import load_dataset
 
         dataset = load_dataset(cfg.data.dataset, data_dir)  # fail before a run row exists
+    if cfg.device.kind != "fp":  # so do bad device parameters and pulse designs
+        from ..devices import PulseTrain, build_device
+
+        build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
+        PulseTrain.from_config(cfg.pulses)
     run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
     try:
         result = train_run(cfg, dataset, on_epoch=lambda m: store.log_epoch(run_id, m["epoch"], m),
