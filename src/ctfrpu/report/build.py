@@ -357,8 +357,13 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
             by_ds.setdefault(s["dataset"], []).append(s)
         rows_csv = []
         for ds, stats in by_ds.items():
-            for key in sorted({(s["n"], s["gap"]) for s in stats}):
-                sel = [s for s in stats if (s["n"], s["gap"]) == key]
+            # The FP arm has no pulse design (it is stored with the default one): show it with
+            # every design of its dataset instead of as a design of its own.
+            fp = [s for s in stats if s.get("arm") == "fp"]
+            analog = [s for s in stats if s.get("arm") != "fp"] or fp
+            for key in sorted({(s["n"], s["gap"]) for s in analog}):
+                sel = [s for s in analog if (s["n"], s["gap"]) == key]
+                sel = fp + [s for s in sel if s not in fp]
                 parts.append(w.figure(F.ablation_stats(sel), f"{p}update_stats_{ds}_{key[0]}",
                                       f"Bias and noise of single updates per arm ({F.DATASET_NAMES.get(ds, ds)}, "
                                       f"N = {key[0]}, t_gap {F.gap_label(key[1])})"))
