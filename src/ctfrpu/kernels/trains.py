@@ -233,39 +233,33 @@ def active_slots(nev, ev_slot, bl, mark, smap):
 
 
 @numba.njit(cache=True)
-def events_by_slot(nev, ev_unit, ev_slot, bl, slot_ptr, cursor, slot_units):
-    """Counting sort of events into CSR by slot: the units ON at slot k are
-    slot_units[slot_ptr[k]:slot_ptr[k+1]]. O(events + bl)."""
-    for k in range(bl + 1):
-        slot_ptr[k] = 0
-    for t in range(nev):
-        slot_ptr[ev_slot[t] + 1] += 1
-    for k in range(bl):
-        slot_ptr[k + 1] += slot_ptr[k]
-    for k in range(bl):
-        cursor[k] = slot_ptr[k]
-    for t in range(nev):
-        k = ev_slot[t]
-        slot_units[cursor[k]] = ev_unit[t]
+def csr_by_key(n, keys, values, n_keys, ptr, cursor, out):
+    """Stable counting sort of n (key, value) pairs into CSR: the values with key k, in input
+    order, are out[ptr[k]:ptr[k+1]]. O(n + n_keys)."""
+    for k in range(n_keys + 1):
+        ptr[k] = 0
+    for t in range(n):
+        ptr[keys[t] + 1] += 1
+    for k in range(n_keys):
+        ptr[k + 1] += ptr[k]
+    for k in range(n_keys):
+        cursor[k] = ptr[k]
+    for t in range(n):
+        k = keys[t]
+        out[cursor[k]] = values[t]
         cursor[k] += 1
 
 
 @numba.njit(cache=True)
+def events_by_slot(nev, ev_unit, ev_slot, bl, slot_ptr, cursor, slot_units):
+    """Events into CSR by slot: the units ON at slot k are slot_units[slot_ptr[k]:slot_ptr[k+1]]."""
+    csr_by_key(nev, ev_slot, ev_unit, bl, slot_ptr, cursor, slot_units)
+
+
+@numba.njit(cache=True)
 def events_by_unit(nev, ev_unit, ev_slot, n_units, ptr, cursor, unit_slots):
-    """Stable counting sort of events into CSR by unit: unit u's slots, ascending, are
-    unit_slots[ptr[u]:ptr[u+1]]. O(events + units)."""
-    for u in range(n_units + 1):
-        ptr[u] = 0
-    for t in range(nev):
-        ptr[ev_unit[t] + 1] += 1
-    for u in range(n_units):
-        ptr[u + 1] += ptr[u]
-    for u in range(n_units):
-        cursor[u] = ptr[u]
-    for t in range(nev):
-        u = ev_unit[t]
-        unit_slots[cursor[u]] = ev_slot[t]
-        cursor[u] += 1
+    """Events into CSR by unit: unit u's slots, ascending, are unit_slots[ptr[u]:ptr[u+1]]."""
+    csr_by_key(nev, ev_unit, ev_slot, n_units, ptr, cursor, unit_slots)
 
 
 @numba.njit(cache=True)
