@@ -27,8 +27,6 @@ def _overrides(options: dict) -> dict:
         value = options.get(flag)
         if value is None:
             continue
-        if flag == "hidden":
-            continue
         out[key] = parse_value(value) if flag not in ("name", "device_params") else value
     if options.get("hidden"):
         out["model.hidden"] = [parse_value(h) for h in options["hidden"].split(",")]
