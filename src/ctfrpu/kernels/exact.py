@@ -30,7 +30,7 @@ import numpy as np
 from . import rng as _rng
 from .cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT, I_HI, I_LO, I_SCALE
 from .ctfmath import pulse_s as ctf_pulse
-from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, check_sample, count_coincidences, draw_events,
+from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, check_batch, count_coincidences, draw_events,
                      events_by_slot, events_by_unit, prepare)
 
 ST_CAP_ROWS = 4
@@ -224,15 +224,6 @@ def draw_sample(x, d, base, counter, lrg, dw_min, n, um, blm, p, q, sx, sd, buf_
 
 
 @numba.njit(cache=True)
-def _validate(X, D, lrg, dw_min, n, um, blm):
-    for b in range(X.shape[0]):
-        st, _, _ = check_sample(X[b], D[b], lrg, dw_min, n, um, blm)
-        if st != ST_OK:
-            return st, b
-    return ST_OK, -1
-
-
-@numba.njit(cache=True)
 def update_exact_ideal(X, D, base, counter, start, lrg, dw_min, n, um, blm, dw_pulse, std, w, cells,
                        p, q, sx, sd, buf_i, buf_f, ev_unit_r, ev_slot_r, slot_ptr, slot_cursor, slot_rows,
                        ev_unit_c, ev_slot_c, col_ptr, col_slots, smap, rs, stats):
@@ -244,7 +235,7 @@ def update_exact_ideal(X, D, base, counter, start, lrg, dw_min, n, um, blm, dw_p
     (its stream is recreated, so the result is the same as with large buffers).
     """
     if start == 0:
-        st, b = _validate(X, D, lrg, dw_min, n, um, blm)
+        st, b = check_batch(X, D, lrg, dw_min, n, um, blm)
         if st != ST_OK:
             return st, b
     i0 = np.empty(0, np.int64)
@@ -276,7 +267,7 @@ def update_exact_ctf(X, D, base, counter, start, lrg, dw_min, n, um, blm, t_star
                      ev_unit_c, ev_slot_c, col_ptr, col_slots, smap, rs, stats):
     """CTF counterpart of :func:`update_exact_ideal`; sample b's train starts at t_start + b * t_step."""
     if start == 0:
-        st, b = _validate(X, D, lrg, dw_min, n, um, blm)
+        st, b = check_batch(X, D, lrg, dw_min, n, um, blm)
         if st != ST_OK:
             return st, b
     i0 = np.empty(0, np.int64)

@@ -36,18 +36,9 @@ import numpy as np
 from . import rng as _rng
 from .cells import C_HI, C_KS, C_LO, C_VT, I_HI, I_LO, I_SCALE
 from .ctfmath import pow_m
-from .trains import ST_OK, check_sample, prepare, train_length
+from .trains import ST_OK, check_batch, prepare, train_length
 
 S_UPDATES, S_COINC, S_ROW_PULSES, S_COL_PULSES, S_CLIPPED = range(5)
-
-
-@numba.njit(cache=True)
-def _validate(X, D, lrg, dw_min, n, um, blm):
-    for b in range(X.shape[0]):
-        st, _, _ = check_sample(X[b], D[b], lrg, dw_min, n, um, blm)
-        if st != ST_OK:
-            return st, b
-    return ST_OK, -1
 
 
 @numba.njit(cache=True)
@@ -64,7 +55,7 @@ def _active(prob, idx):
 def update_expected_ideal(X, D, base, counter, lrg, dw_min, n, um, blm, dw_pulse, std, w, cells,
                           p, q, sx, sd, rows, cols, gauss, noise_scale, rs, stats):
     """Mean (and, with ``gauss``, Gaussian-noise) update of every sample of a batch, in order."""
-    st, bad = _validate(X, D, lrg, dw_min, n, um, blm)
+    st, bad = check_batch(X, D, lrg, dw_min, n, um, blm)
     if st != ST_OK:
         return st, bad
     var_c2c = std * std
@@ -215,7 +206,7 @@ def update_expected_ctf(X, D, base, counter, lrg, dw_min, n, um, blm, w, cells, 
     """CTF counterpart of :func:`update_expected_ideal` (e and t_last are left untouched).
 
     ``var_tab`` (Gaussian mode): :func:`ctf_var_table` for the BL of every sample of the batch."""
-    st, bad = _validate(X, D, lrg, dw_min, n, um, blm)
+    st, bad = check_batch(X, D, lrg, dw_min, n, um, blm)
     if st != ST_OK:
         return st, bad
     d_gap = math.exp(-gap / tau_off)

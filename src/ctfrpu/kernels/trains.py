@@ -87,6 +87,16 @@ def check_sample(x, d, lrg, dw_min, n, um, blm):
 
 
 @numba.njit(cache=True)
+def check_batch(X, D, lrg, dw_min, n, um, blm):
+    """check_sample over a batch before anything is applied: (status, first bad sample or -1)."""
+    for b in range(X.shape[0]):
+        st, _, _ = check_sample(X[b], D[b], lrg, dw_min, n, um, blm)
+        if st != ST_OK:
+            return st, b
+    return ST_OK, -1
+
+
+@numba.njit(cache=True)
 def train_length(xmax, dmax, lrg, dw_min, n, blm):
     """BL: N, or with BL management aihwkit's ceil(lr gain max|x| max|d| / dw_min) capped at N."""
     if not blm:
