@@ -32,3 +32,52 @@ def test_record_run_is_atomic(tmp_path):
                            0.0, 1.0, sweep="sw")
         assert [r.id for r in s.list(sweep="sw")] == [rid] and s.list(sweep="other") == []
         assert len(s.get(rid).epochs) == 2
+
+
+def test_ctrl_c_during_a_write_is_deferred_and_the_write_kept(tmp_path):
+    """SIGINT arriving inside a transaction is delivered after COMMIT: the epoch is kept and the
+    next write (the 'interrupted' status) works — the CI failure this guards against."""
+    import os
+    import signal
+
+    with Store(tmp_path / "s.db") as s:
+        rid = s.start_run({"seed": 0}, "h", name="a")
+        with pytest.raises(KeyboardInterrupt):
+            with s._tx() as db:
+                os.kill(os.getpid(), signal.SIGINT)  # would raise here without deferral
+                db.execute("INSERT INTO epochs (run_id, epoch, metrics_json) VALUES (?, 1, '{}')",
+                           (rid,))
+        assert not s._db.in_transaction
+        s.finish_run(rid, "interrupted", error="Ctrl-C")
+        rec = s.get(rid)
+        assert rec.status == "interrupted" and rec.epochs == [{}]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _InterruptAfterBegin:
+    """A connection stand-in whose BEGIN succeeds and then 'Ctrl-C' arrives."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def execute(self, sql, *args):
+        cur = self._db.execute(sql, *args)
+        if sql.startswith("BEGIN"):
+            raise KeyboardInterrupt
+        return cur
+
+
+def test_a_transaction_left_open_is_rolled_back_before_the_next_write(tmp_path):
+    with Store(tmp_path / "s.db") as s:
+        rid = s.start_run({"seed": 0}, "h")
+        real = s._db
+        s._db = _InterruptAfterBegin(real)
+        with pytest.raises(KeyboardInterrupt):
+            s.log_epoch(rid, 1, {"epoch": 1})
+        s._db = real
+        real.execute("BEGIN")  # and one left open by code outside the store's own writes
+        s.finish_run(rid, "interrupted")
+        assert s.get(rid).status == "interrupted" and not real.in_transaction

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,29 @@ from . import __version__
 from .errors import CtfrpuError
 
 STATUSES = ("running", "finished", "failed", "interrupted")
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM for the duration of the block, then re-deliver them.
+
+    Only the main thread can install handlers; elsewhere the block runs unprotected (the
+    rollback in ``Store._tx`` still keeps the database consistent).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda num, _frame: pending.append(num))
+                for sig in _DEFERRED_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -106,13 +131,20 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        # A Ctrl-C that lands between BEGIN and COMMIT must neither lose the write nor leave the
+        # connection inside a transaction (the "interrupted" status write would then fail), so
+        # the signals are held until the transaction is over and then delivered as usual.
+        with _signals_deferred():
+            if self._db.in_transaction:  # left open by an interrupted write elsewhere
+                self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     # -- writes -----------------------------------------------------------------------------
 
