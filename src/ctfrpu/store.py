@@ -4,7 +4,8 @@ Default location ``./runs/ctfrpu.db`` (relative to the working directory), overr
 environment variable ``CTFRPU_STORE`` or the ``--store`` flag. Every write is one transaction, the
 database runs in WAL mode, so a killed process leaves it consistent: a run whose process died is
 left ``running`` (shown as such, and a sweep rerun treats it as not finished); a Ctrl-C marks it
-``interrupted``.
+``interrupted``. ``ctfrpu train`` runs checkpoint after every epoch into ``checkpoints/`` beside
+the database (removed when the run ends), so ``ctfrpu train --resume ID`` continues them.
 
 Tables
     runs(id, config_hash, config_json, name, sweep, status, started, ended, version, error,
@@ -172,6 +173,15 @@ class Store:
                        (status, time.time(), json.dumps(final) if final is not None else None, error,
                         run_id))
 
+    def reopen_run(self, run_id: int) -> None:
+        """Mark a run running again (resuming it): end time and error cleared."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status='running', ended=NULL, error=NULL WHERE id=?", (run_id,))
+
+    def checkpoint_path(self, run_id: int) -> Path:
+        """Where run ``run_id`` keeps its end-of-epoch checkpoint: ``checkpoints/`` beside the store."""
+        return self.path.parent / "checkpoints" / f"{self.path.stem}-run{run_id}.ckpt"
+
     def record_run(self, config: dict[str, Any], config_hash: str, status: str,
                    epochs: list[dict[str, Any]], final: dict[str, Any] | None, error: str | None,
                    started: float, ended: float, name: str | None = None,
@@ -229,6 +239,14 @@ class Store:
             sql += " AND status=?"
             args.append(status)
         return [self._record(r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+
+    def resumable_by_hash(self, config_hash: str) -> int | None:
+        """The newest interrupted run of this config that left a checkpoint, if any."""
+        for (rid,) in self._db.execute("SELECT id FROM runs WHERE config_hash=? AND status='interrupted' "
+                                       "ORDER BY id DESC", (config_hash,)).fetchall():
+            if self.checkpoint_path(rid).exists():
+                return int(rid)
+        return None
 
     def finished_by_hash(self, config_hash: str) -> RunRecord | None:
         row = self._db.execute(

@@ -268,6 +268,36 @@ class AnalogTile:
             st.e.fill(0.0)
             st.t_last.fill(-np.inf)
 
+    # -- checkpoints --------------------------------------------------------------------------
+
+    _STATE_ARRAYS = ("_w", "_cells", "_stats", "_last_row", "_stamp_row", "_stamp_counter")
+
+    def state_dict(self) -> dict:
+        """Everything an update depends on that changes during training (copies): weights, per-cell
+        device records, tile clock, sample counter (the pulse streams are seeded from it), the
+        generator, gain and counters. Scratch buffers are rewritten every sample and not included.
+        ``load_state_dict`` on a tile built with the same arguments continues bit-identically."""
+        out = {name: getattr(self, name).copy() for name in self._STATE_ARRAYS if hasattr(self, name)}
+        out.update(kind=self.kind, shape=(self.out_size, self.in_size), n=self._n, clock=self._clock,
+                   counter=self._counter, base_seed=self._base_seed, gain=self._gain,
+                   rng=self.rng.bit_generator.state)
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` in place (the views on the weights and records stay valid)."""
+        if state.get("kind") != self.kind or tuple(state.get("shape", ())) != (self.out_size, self.in_size) \
+                or state.get("n") != self._n:
+            raise CtfrpuError(f"load_state_dict: state of a {state.get('kind')} tile {state.get('shape')} with "
+                              f"N={state.get('n')} does not fit {self!r}")
+        for name in self._STATE_ARRAYS:
+            if hasattr(self, name):
+                getattr(self, name)[...] = state[name]
+        self._clock = float(state["clock"])
+        self._counter = int(state["counter"])
+        self._base_seed = int(state["base_seed"])
+        self.gain = state["gain"]
+        self.rng.bit_generator.state = state["rng"]
+
     # -- forward / backward ---------------------------------------------------------------------
 
     def _check_vec(self, a, size: int, what: str) -> np.ndarray:

@@ -65,6 +65,7 @@ def show_run(run_id, as_json, store_path) -> None:
     """Config, status and per-epoch metrics of one run."""
     with Store(store_path) as store:
         rec = store.get(run_id)
+        resumable = rec.status in ("interrupted", "running") and store.checkpoint_path(rec.id).exists()
     if as_json:
         click.echo(json.dumps(rec.to_dict()))
         return
@@ -73,6 +74,8 @@ def show_run(run_id, as_json, store_path) -> None:
                f"ended {_when(rec.ended)}")
     if rec.error:
         click.echo(f"  error: {rec.error}")  # full text, traceback included for unexpected failures
+    if resumable:
+        click.echo(f"  checkpoint after epoch {len(rec.epochs)}: continue with `ctfrpu train --resume {rec.id}`")
     for m in rec.epochs:
         extra = f"  val {m['val_accuracy']:.4f}" if "val_accuracy" in m else ""
         click.echo(f"  epoch {m['epoch']:>3}: train loss {m['train_loss']:.4f}  test acc "

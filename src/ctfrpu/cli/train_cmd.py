@@ -6,7 +6,8 @@ import json
 
 import click
 
-from ..config import parse_value, resolve
+from ..config import RunConfig, parse_value, resolve
+from ..errors import CtfrpuError
 from ..store import Store
 from .common import data_dir_option, store_option
 
@@ -60,26 +61,44 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.option("--name", help="Label of the run.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set device.params.dv_std=0.2 (repeatable).")
+@click.option("--resume", "resume_id", type=int, metavar="RUN_ID",
+              help="Continue an interrupted run from its last finished epoch (same id, same config, "
+                   "same results as an uninterrupted run). Takes no config options.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a summary.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @store_option
 @data_dir_option
-def train(config_file, sets, as_json, no_progress, store_path, data_dir, **options) -> None:
+def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_dir, **options) -> None:
     """Train the MLP (default: Gokmen-Vlasov 784-256-128-10, sigmoid, SGD batch 1, lr 0.01).
 
     Every setting comes from the config (defaults < --config FILE < flags < --set); the resolved
-    config and per-epoch metrics are stored in the run store. Ctrl-C marks the run interrupted.
+    config and per-epoch metrics are stored in the run store. The run checkpoints after every
+    epoch; Ctrl-C (or kill) marks it interrupted, and `ctfrpu train --resume ID` continues it.
     """
-    from ..training.runner import execute_run
+    from ..training.runner import RunInterrupted, execute_run
 
-    cfg = config_from_cli(config_file, options, sets)
+    if resume_id is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        given += ["--config"] * bool(config_file) + ["--set"] * bool(sets)
+        if given:
+            raise CtfrpuError(f"--resume continues a run with its stored config; drop {', '.join(given)}")
+        cfg = None
+    else:
+        cfg = config_from_cli(config_file, options, sets)
     _sigterm_as_interrupt()
     with Store(store_path) as store:
         try:
-            run_id, result = execute_run(cfg, store, progress=not (no_progress or as_json), data_dir=data_dir)
-        except KeyboardInterrupt:
-            click.echo(f"interrupted: run marked 'interrupted' in {store.path}", err=True)
+            run_id, result = execute_run(cfg, store, progress=not (no_progress or as_json), data_dir=data_dir,
+                                         resume=resume_id)
+        except RunInterrupted as stop:
+            click.echo(f"interrupted: run {stop.run_id} marked 'interrupted' in {store.path}; continue it "
+                       f"with `ctfrpu train --resume {stop.run_id}`", err=True)
             raise click.exceptions.Exit(130)
+        except KeyboardInterrupt:  # before the run was recorded: nothing to mark
+            click.echo("interrupted before the run started", err=True)
+            raise click.exceptions.Exit(130)
+        if cfg is None:
+            cfg = RunConfig.model_validate(store.get(run_id).config)
         final = result["final"]
         if as_json:
             click.echo(json.dumps({"run_id": run_id, "status": "finished", "config_hash": cfg.hash(),

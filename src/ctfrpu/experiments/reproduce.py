@@ -273,9 +273,10 @@ def _run_in_process(sweep, store, log, data_dir, datasets) -> dict[str, int]:
     for k, run in enumerate(todo, 1):  # failed runs of an earlier attempt are retried
         t0 = time.time()
         cfg = run.config
+        resume = store.resumable_by_hash(run.hash)  # an interrupted run continues from its checkpoint
         try:
-            _, res = execute_run(cfg, store, progress=False, data_dir=data_dir,
-                                 dataset=datasets.get(cfg.data.dataset))
+            _, res = execute_run(None if resume else cfg, store, progress=False, data_dir=data_dir,
+                                 dataset=datasets.get(cfg.data.dataset), resume=resume)
             counts["finished"] += 1
             acc = res["final"]["test_accuracy"] if isinstance(res, dict) and "final" in res else float("nan")
             log(f"[{k}/{len(todo)}] {run_label(cfg)}: accuracy {100 * acc:.2f} % ({time.time() - t0:.1f} s)")

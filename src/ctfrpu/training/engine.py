@@ -21,6 +21,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from ..config import RunConfig
+from ..errors import CtfrpuError
 
 
 class FloatTile:
@@ -46,6 +47,14 @@ class FloatTile:
 
     def get_weights(self) -> np.ndarray:
         return self.weights.copy()
+
+    def state_dict(self) -> dict:
+        return {"kind": "fp", "w": self.weights.copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != "fp" or state["w"].shape != self.weights.shape:
+            raise CtfrpuError(f"load_state_dict: not the state of a float tile {self.weights.shape}")
+        self.weights[...] = state["w"]
 
 
 def _activation(name: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
@@ -81,6 +90,16 @@ class MLP:
         self.tiles = tiles
         self.biases = [np.asarray(b, dtype=np.float64).copy() for b in biases]
         self.act, self.dact = _activation(activation)
+
+    def state_dict(self) -> dict:
+        return {"tiles": [t.state_dict() for t in self.tiles], "biases": [b.copy() for b in self.biases]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["tiles"]) != len(self.tiles):
+            raise CtfrpuError(f"load_state_dict: {len(state['tiles'])} layers saved, the model has {len(self.tiles)}")
+        for tile, ts, bias, bs in zip(self.tiles, state["tiles"], self.biases, state["biases"]):
+            tile.load_state_dict(ts)
+            bias[...] = bs
 
     # -- inference --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import CtfrpuError
+from . import checkpoint as ckpt
 from .engine import MLP, FloatTile, init_weights, layer_sizes
 
 #: Samples between progress-bar refreshes (refreshing per sample would cost more than a step).
@@ -65,11 +66,14 @@ def split_data(cfg: RunConfig, ds, rng: np.random.Generator):
 
 
 def train_run(cfg: RunConfig, dataset=None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-              progress: bool = False, data_dir=None) -> dict[str, Any]:
+              progress: bool = False, data_dir=None, checkpoint=None) -> dict[str, Any]:
     """Train and evaluate ``cfg``; pure compute (no store). Returns ``{"epochs": [...], "final": {...}}``.
 
     ``on_epoch`` receives each epoch's metrics as soon as it finishes (the store logs them), so an
-    interrupted run keeps what it finished.
+    interrupted run keeps what it finished. With ``checkpoint`` (a path), the state after each
+    epoch is saved there (:mod:`ctfrpu.training.checkpoint`), and a run that finds a checkpoint of
+    its config continues after its last epoch -- with the metrics an uninterrupted run gives; the
+    restored epochs are passed to ``on_epoch`` again.
 
     BLAS runs single-threaded: batch-1 matrix-vector work is far too small to split, and a second
     BLAS thread spinning on a busy core slowed the rank-1 update 70x on a loaded 2-core machine.
@@ -78,10 +82,10 @@ def train_run(cfg: RunConfig, dataset=None, on_epoch: Callable[[dict[str, Any]],
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _train_run(cfg, dataset, on_epoch, progress, data_dir)
+        return _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint)
 
 
-def _train_run(cfg, dataset, on_epoch, progress, data_dir) -> dict[str, Any]:
+def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[str, Any]:
     if dataset is None:
         from ..data import load_dataset
 
@@ -93,17 +97,29 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir) -> dict[str, Any]:
     n_classes = int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
     model = build_model(cfg, x_tr.shape[1], n_classes, model_seed)
     lr, bs = cfg.optim.lr, cfg.optim.batch_size
+    epochs: list[dict[str, Any]] = []
+    elapsed_before = 0.0
+    saved = ckpt.load(checkpoint, cfg.hash()) if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        data_rng.bit_generator.state = saved["data_rng"]
+        epochs = saved["epochs"]
+        elapsed_before = saved["elapsed"]
+        if on_epoch is not None:
+            for metrics in epochs:
+                on_epoch(metrics)
+    first_epoch = len(epochs) + 1
 
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.optim.epochs * len(y_tr), unit="sample", unit_scale=True, leave=False,
-                   dynamic_ncols=True, desc=f"{cfg.device.kind} {cfg.data.dataset}")
-    epochs: list[dict[str, Any]] = []
+                   dynamic_ncols=True, desc=f"{cfg.device.kind} {cfg.data.dataset}",
+                   initial=(first_epoch - 1) * len(y_tr))
     t_start = time.perf_counter()
     try:
-        for epoch in range(1, cfg.optim.epochs + 1):
+        for epoch in range(first_epoch, cfg.optim.epochs + 1):
             t0 = time.perf_counter()
             order = data_rng.permutation(len(y_tr))
             loss_sum = 0.0
@@ -133,6 +149,11 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir) -> dict[str, Any]:
             epochs.append(metrics)
             if bar is not None:
                 bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}")
+            # checkpoint first: if the process dies while the store logs the epoch, the resumed
+            # run re-logs every restored epoch anyway
+            if checkpoint is not None and epoch < cfg.optim.epochs:
+                ckpt.save(checkpoint, cfg.hash(), epoch, epochs, model.state_dict(),
+                          data_rng.bit_generator.state, elapsed_before + time.perf_counter() - t_start)
             if on_epoch is not None:
                 on_epoch(metrics)
     finally:
@@ -141,14 +162,39 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir) -> dict[str, Any]:
     last = epochs[-1]
     final = {"test_accuracy": last["test_accuracy"], "train_loss": last["train_loss"],
              "test_loss": last["test_loss"], "epochs": len(epochs),
-             "seconds": time.perf_counter() - t_start, "train_samples": int(len(y_tr))}
+             "seconds": elapsed_before + time.perf_counter() - t_start, "train_samples": int(len(y_tr))}
     if "val_accuracy" in last:
         final["val_accuracy"] = last["val_accuracy"]
     return {"epochs": epochs, "final": final}
 
 
-def execute_run(cfg: RunConfig, store, progress: bool = True, data_dir=None, dataset=None) -> tuple[int, dict]:
-    """Run ``cfg`` and record it: status running -> finished / failed / interrupted (Ctrl-C)."""
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during :func:`execute_run`, after the run was marked interrupted."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"run {run_id} interrupted")
+        self.run_id = run_id
+
+
+def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=None, dataset=None,
+                resume: int | None = None) -> tuple[int, dict]:
+    """Run ``cfg`` and record it: status running -> finished / failed / interrupted (Ctrl-C).
+
+    The run checkpoints after every epoch (``store.checkpoint_path(run_id)``, removed when it
+    finishes or fails). ``resume=RUN_ID`` continues an interrupted run (``cfg`` is then taken from
+    the store and must be None) under the same id, from its last checkpoint.
+    """
+    if resume is not None:
+        if cfg is not None:
+            raise CtfrpuError("resume takes the run's config from the store; give no other config")
+        record = store.get(resume)
+        if record.status not in ("interrupted", "running"):
+            raise CtfrpuError(f"run {resume} is {record.status}; only an interrupted run (or one left "
+                              f"'running' by a killed process) can be resumed")
+        cfg = RunConfig.model_validate(record.config)
+        if cfg.hash() != record.config_hash:
+            raise CtfrpuError(f"run {resume} was stored by ctfrpu {record.version}, whose config hashes "
+                              f"differently from this version's; start it anew")
     if dataset is None:
         from ..data import load_dataset
 
@@ -158,15 +204,22 @@ def execute_run(cfg: RunConfig, store, progress: bool = True, data_dir=None, dat
 
         build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
         PulseTrain.from_config(cfg.pulses)
-    run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
+    if resume is None:
+        run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
+    else:
+        run_id = resume
+        store.reopen_run(run_id)
+    checkpoint = store.checkpoint_path(run_id)
     try:
         result = train_run(cfg, dataset, on_epoch=lambda m: store.log_epoch(run_id, m["epoch"], m),
-                           progress=progress)
-    except KeyboardInterrupt:
+                           progress=progress, checkpoint=checkpoint)
+    except KeyboardInterrupt as err:
         store.finish_run(run_id, "interrupted", error="interrupted by user (Ctrl-C)")
-        raise
+        raise RunInterrupted(run_id) from err
     except Exception as err:  # recorded, then re-raised for the caller to report
         store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
+        ckpt.remove(checkpoint)
         raise
     store.finish_run(run_id, "finished", final=result["final"])
+    ckpt.remove(checkpoint)
     return run_id, result

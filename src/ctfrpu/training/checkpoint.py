@@ -1,0 +1,67 @@
+"""End-of-epoch checkpoints, so an interrupted run continues instead of starting over.
+
+A checkpoint holds what the next epoch depends on: the model's state (weights, biases, every
+tile's device records, clock, sample counter and generator -- ``MLP.state_dict``), the state of
+the data-order generator, the metrics of the finished epochs and the config hash it belongs to.
+Because every random draw derives from those states, a resumed run gives bit-identical metrics
+to one that was never interrupted (tested).
+
+Written atomically (temporary file + rename) after each epoch: a kill at any moment leaves either
+the previous checkpoint or the new one, never a torn file. The file is a pickle -- load only
+checkpoints you wrote yourself.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import CtfrpuError
+
+FORMAT = 1
+
+
+def save(path: Path, config_hash: str, epoch: int, epochs: list[dict[str, Any]], model_state: dict,
+         data_rng_state: dict, elapsed: float) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": __version__, "config_hash": config_hash, "epoch": epoch,
+               "epochs": epochs, "model": model_state, "data_rng": data_rng_state, "elapsed": elapsed}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path, config_hash: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (None if there is none); refuses one of another config."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            payload = pickle.load(fh)
+    except Exception as err:  # noqa: BLE001 -- any unreadable file gets the same advice
+        raise CtfrpuError(f"checkpoint {path} is unreadable ({type(err).__name__}); delete it to start "
+                          f"the run over") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CtfrpuError(f"checkpoint {path} has an unknown format; delete it to start the run over")
+    if payload["config_hash"] != config_hash:
+        raise CtfrpuError(f"checkpoint {path} belongs to config {payload['config_hash']}, not {config_hash}")
+    return payload
+
+
+def remove(path: Path) -> None:
+    """Delete a checkpoint (and a leftover temporary), and the folder once it is empty."""
+    path = Path(path)
+    for p in (path, path.with_name(path.name + ".tmp")):
+        p.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:  # not empty (other runs' checkpoints) or already gone
+        pass

@@ -1,0 +1,158 @@
+"""Checkpoints: an interrupted run continues from its last epoch with the metrics an uninterrupted
+run gives (bit-identical), through the Python API and through `ctfrpu train --resume`."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctfrpu.config import validate
+from ctfrpu.data import load_dataset
+from ctfrpu.errors import CtfrpuError
+from ctfrpu.store import Store
+from ctfrpu.training import checkpoint as ckpt
+from ctfrpu.training.runner import execute_run, train_run
+
+CTFRPU = str(Path(sys.executable).with_name("ctfrpu"))
+
+BASE = {"data": {"dataset": "synthetic", "train_limit": 300, "test_limit": 200},
+        "model": {"hidden": [24]}, "optim": {"epochs": 4, "lr": 0.1}}
+# the CTF arm draws from every generator a run has: pulse trains, cycle-to-cycle noise, output noise
+ARMS = {
+    "fp": {},
+    "ideal": {"device": {"kind": "ideal"}, "pulses": {"n": 50}},
+    "ctf": {"device": {"kind": "ctf", "params": {"dv_std": 0.1}}, "pulses": {"n": 50},
+            "io": {"out_noise": 0.01}, "optim": {"epochs": 4, "lr": 0.1, "batch_size": 3}},
+}
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic")
+
+
+def _cfg(arm):
+    doc = {**BASE, **ARMS[arm]}
+    return validate(doc)
+
+
+class _StopAfter:
+    def __init__(self, n):
+        self.n, self.seen = n, []
+
+    def __call__(self, metrics):
+        self.seen.append(metrics["epoch"])
+        if len(self.seen) == self.n:
+            raise KeyboardInterrupt
+
+
+def _strip(epochs):
+    return [{k: v for k, v in m.items() if k != "seconds"} for m in epochs]
+
+
+@pytest.mark.parametrize("arm", sorted(ARMS))
+def test_resumed_run_equals_uninterrupted_run(tmp_path, synthetic, arm):
+    cfg = _cfg(arm)
+    clean = train_run(cfg, synthetic)
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, synthetic, on_epoch=_StopAfter(2), checkpoint=path)
+    assert ckpt.load(path, cfg.hash())["epoch"] == 2
+    replayed = []
+    resumed = train_run(cfg, synthetic, on_epoch=lambda m: replayed.append(m["epoch"]), checkpoint=path)
+    assert replayed == [1, 2, 3, 4]                      # restored epochs are handed on again
+    assert _strip(resumed["epochs"]) == _strip(clean["epochs"])
+    assert resumed["final"]["test_accuracy"] == clean["final"]["test_accuracy"]
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path, synthetic):
+    cfg = _cfg("fp")
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, synthetic, on_epoch=_StopAfter(1), checkpoint=path)
+    other = validate({**BASE, "seed": 1})
+    with pytest.raises(CtfrpuError, match="belongs to config"):
+        train_run(other, synthetic, checkpoint=path)
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(CtfrpuError, match="unreadable.*delete it"):
+        train_run(cfg, synthetic, checkpoint=path)
+
+
+def test_execute_run_resume_keeps_the_run_id_and_removes_the_checkpoint(tmp_path, synthetic, monkeypatch):
+    cfg = _cfg("ideal")
+    with Store(tmp_path / "s.db") as store:
+        from ctfrpu.training import runner
+
+        real_log = store.log_epoch
+        calls = []
+
+        def log_then_stop(run_id, epoch, m):
+            real_log(run_id, epoch, m)
+            calls.append(epoch)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(store, "log_epoch", log_then_stop)
+        with pytest.raises(runner.RunInterrupted) as stop:
+            execute_run(cfg, store, progress=False, dataset=synthetic)
+        monkeypatch.setattr(store, "log_epoch", real_log)
+        rid = stop.value.run_id
+        assert store.get(rid).status == "interrupted" and store.checkpoint_path(rid).exists()
+        assert store.resumable_by_hash(cfg.hash()) == rid and store.resumable_by_hash("other") is None
+        with pytest.raises(CtfrpuError, match="give no other config"):
+            execute_run(cfg, store, progress=False, dataset=synthetic, resume=rid)
+        rid2, res = execute_run(None, store, progress=False, dataset=synthetic, resume=rid)
+        rec = store.get(rid)
+        assert rid2 == rid and rec.status == "finished" and [m["epoch"] for m in rec.epochs] == [1, 2, 3, 4]
+        assert not store.checkpoint_path(rid).exists() and store.resumable_by_hash(cfg.hash()) is None
+        assert len(store.list()) == 1
+        with pytest.raises(CtfrpuError, match="is finished"):
+            execute_run(None, store, progress=False, dataset=synthetic, resume=rid)
+
+
+def _train(env, *extra):
+    return [CTFRPU, "train", "--dataset", "synthetic", "--hidden", "32", "--train-limit", "2000",
+            "--test-limit", "200", "--lr", "0.05", "--epochs", "40", "--no-progress", *extra]
+
+
+def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
+    proc = subprocess.Popen(_train(cli_env), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    store_path = cli_env["CTFRPU_STORE"]
+    deadline, epochs = time.time() + 60, 0
+    while time.time() < deadline and epochs < 2:
+        time.sleep(0.2)
+        try:
+            with Store(store_path) as s:
+                runs = s.list()
+            epochs = len(runs[0].epochs) if runs else 0
+        except Exception:  # noqa: BLE001 -- the store may not exist yet
+            pass
+    assert epochs >= 2, "training never finished two epochs"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "ctfrpu train --resume 1" in err, err
+    with Store(store_path) as s:
+        assert s.get(1).status == "interrupted" and s.checkpoint_path(1).exists()
+
+    bad = subprocess.run([CTFRPU, "train", "--resume", "1", "--epochs", "3"], env=cli_env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --resume") and "--epochs" in bad.stderr
+    done = subprocess.run([CTFRPU, "train", "--resume", "1", "--json"], env=cli_env, capture_output=True,
+                          text=True, check=True)
+    resumed = json.loads(done.stdout)
+
+    clean_env = dict(cli_env, CTFRPU_STORE=str(tmp_path / "clean.db"))
+    clean = json.loads(subprocess.run(_train(clean_env, "--json"), env=clean_env, capture_output=True, text=True,
+                                      check=True).stdout)
+    assert resumed["run_id"] == 1 and resumed["config"] == clean["config"]
+    assert resumed["test_accuracy"] == clean["test_accuracy"]
+    assert [m["train_loss"] for m in resumed["epochs"]] == [m["train_loss"] for m in clean["epochs"]]
+    with Store(store_path) as s:
+        (run,) = s.list()
+        assert run.status == "finished" and len(run.epochs) == 40
