@@ -50,8 +50,8 @@ per sample (dense), i.e. usually MORE than the exact mode. The first call of eac
 machine compiles it (~10 s in all; cached in __pycache__ afterwards).
 
 A tile is not thread-safe (it owns scratch buffers). Its complete state, for checkpoints, is
-``state`` (weights and device arrays), ``rng``, and the private counters ``_counter`` (sample
-streams), ``_clock`` and ``_stamp_counter`` (CTF).
+:meth:`AnalogTile.state_dict` (weights, device records, generator, sample counter, clock);
+:meth:`AnalogTile.load_state_dict` restores it so that training continues bit-identically.
 """
 
 from __future__ import annotations
