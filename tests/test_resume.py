@@ -4,9 +4,7 @@ run gives (bit-identical), through the Python API and through `ctfrpu train --re
 import json
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from ctfrpu.store import Store
 from ctfrpu.training import checkpoint as ckpt
 from ctfrpu.training.runner import execute_run, train_run
 
-CTFRPU = str(Path(sys.executable).with_name("ctfrpu"))
+from conftest import CTFRPU, HookedConnection
 
 BASE = {"data": {"dataset": "synthetic", "train_limit": 300, "test_limit": 200},
         "model": {"hidden": [24]}, "optim": {"epochs": 4, "lr": 0.1}}
@@ -156,3 +154,75 @@ def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
     with Store(store_path) as s:
         (run,) = s.list()
         assert run.status == "finished" and len(run.epochs) == 40
+
+
+def _interrupted_run(store, cfg, synthetic, monkeypatch, after_epochs=2):
+    from ctfrpu.training import runner
+
+    real_log = store.log_epoch
+    calls = []
+
+    def log_then_stop(run_id, epoch, m):
+        real_log(run_id, epoch, m)
+        calls.append(epoch)
+        if len(calls) == after_epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "log_epoch", log_then_stop)
+    with pytest.raises(runner.RunInterrupted) as stop:
+        execute_run(cfg, store, progress=False, dataset=synthetic)
+    monkeypatch.setattr(store, "log_epoch", real_log)
+    return stop.value.run_id
+
+
+def test_refused_resumes_leave_the_run_and_its_checkpoint_alone(tmp_path, synthetic, monkeypatch):
+    cfg = _cfg("fp")
+    with Store(tmp_path / "s.db") as store:
+        rid = _interrupted_run(store, cfg, synthetic, monkeypatch)
+        path = store.checkpoint_path(rid)
+        good = path.read_bytes()
+        # a live process still holds the run
+        with ckpt.locked(path, rid):
+            with pytest.raises(CtfrpuError, match="another live process"):
+                execute_run(None, store, progress=False, dataset=synthetic, resume=rid)
+        # an unreadable checkpoint
+        path.write_bytes(good[:100])
+        with pytest.raises(CtfrpuError, match="unreadable"):
+            execute_run(None, store, progress=False, dataset=synthetic, resume=rid)
+        assert store.get(rid).status == "interrupted" and path.read_bytes() == good[:100]
+        # a stored config this version no longer accepts: one line, nothing changed
+        path.write_bytes(good)
+        store._db.execute("UPDATE runs SET config_json=? WHERE id=?",
+                          (json.dumps({**cfg.to_dict(), "optim": {**cfg.to_dict()["optim"], "momentum": 0.9}}), rid))
+        with pytest.raises(CtfrpuError, match=r"cannot be resumed.*optim.momentum") as err:
+            execute_run(None, store, progress=False, dataset=synthetic, resume=rid)
+        assert "\n" not in str(err.value) and store.get(rid).status == "interrupted" and path.exists()
+
+
+def test_ctrl_c_while_the_run_row_is_written_still_marks_it(tmp_path, synthetic):
+    """SIGINT inside start_run's transaction is held until the run id is known, then recorded."""
+    import os
+
+    from ctfrpu.training.runner import RunInterrupted
+
+    def sigint_on_insert(sql):
+        if sql.startswith("INSERT INTO runs"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with Store(tmp_path / "s.db") as store:
+        real = store._db
+        store._db = HookedConnection(real, before=sigint_on_insert)
+        with pytest.raises(RunInterrupted) as stop:
+            execute_run(_cfg("fp"), store, progress=False, dataset=synthetic)
+        store._db = real
+        (run,) = store.list()
+        assert stop.value.run_id == run.id and run.status == "interrupted" and run.epochs == []
+
+
+def test_store_writes_do_not_nest(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        rid = store.start_run({"seed": 0}, "h")
+        with pytest.raises(RuntimeError, match="do not nest"):
+            with store._tx():
+                store.finish_run(rid, "finished")
+        assert store.get(rid).status == "running" and not store._db.in_transaction

@@ -7,6 +7,8 @@ import pytest
 from ctfrpu.errors import CtfrpuError
 from ctfrpu.store import Store
 
+from conftest import HookedConnection
+
 
 def test_run_lifecycle(tmp_path):
     with Store(tmp_path / "s.db") as s:
@@ -54,27 +56,16 @@ def test_ctrl_c_during_a_write_is_deferred_and_the_write_kept(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-class _InterruptAfterBegin:
-    """A connection stand-in whose BEGIN succeeds and then 'Ctrl-C' arrives."""
-
-    def __init__(self, db):
-        self._db = db
-
-    def __getattr__(self, name):
-        return getattr(self._db, name)
-
-    def execute(self, sql, *args):
-        cur = self._db.execute(sql, *args)
-        if sql.startswith("BEGIN"):
-            raise KeyboardInterrupt
-        return cur
+def _interrupt_after_begin(sql):
+    if sql.startswith("BEGIN"):
+        raise KeyboardInterrupt
 
 
 def test_a_transaction_left_open_is_rolled_back_before_the_next_write(tmp_path):
     with Store(tmp_path / "s.db") as s:
         rid = s.start_run({"seed": 0}, "h")
         real = s._db
-        s._db = _InterruptAfterBegin(real)
+        s._db = HookedConnection(real, after=_interrupt_after_begin)
         with pytest.raises(KeyboardInterrupt):
             s.log_epoch(rid, 1, {"epoch": 1})
         s._db = real

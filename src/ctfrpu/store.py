@@ -34,18 +34,22 @@ _DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def _signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM for the duration of the block, then re-deliver them.
 
-    Only the main thread can install handlers; elsewhere the block runs unprotected (the
-    rollback in ``Store._tx`` still keeps the database consistent).
+    Blocks nest (an inner block hands its signals to the outer one). Only the main thread can
+    install handlers; elsewhere the block runs unprotected (the rollback in ``Store._tx`` still
+    keeps the database consistent). A signal whose handler was installed outside Python is left
+    alone (it could not be restored).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda num, _frame: pending.append(num))
-                for sig in _DEFERRED_SIGNALS}
+    previous = {}
+    for sig in _DEFERRED_SIGNALS:
+        if signal.getsignal(sig) is not None:
+            previous[sig] = signal.signal(sig, lambda num, _frame: pending.append(num))
     try:
         yield
     finally:
@@ -112,6 +116,7 @@ class Store:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_store_path()
+        self._tx_open = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -135,9 +140,12 @@ class Store:
         # A Ctrl-C that lands between BEGIN and COMMIT must neither lose the write nor leave the
         # connection inside a transaction (the "interrupted" status write would then fail), so
         # the signals are held until the transaction is over and then delivered as usual.
-        with _signals_deferred():
-            if self._db.in_transaction:  # left open by an interrupted write elsewhere
+        if self._tx_open:
+            raise RuntimeError("Store writes do not nest")
+        with signals_deferred():
+            if self._db.in_transaction:  # left open by a write interrupted before our try below
                 self._db.execute("ROLLBACK")
+            self._tx_open = True
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
@@ -146,6 +154,8 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._tx_open = False
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -241,9 +251,10 @@ class Store:
         return [self._record(r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
 
     def resumable_by_hash(self, config_hash: str) -> int | None:
-        """The newest interrupted run of this config that left a checkpoint, if any."""
-        for (rid,) in self._db.execute("SELECT id FROM runs WHERE config_hash=? AND status='interrupted' "
-                                       "ORDER BY id DESC", (config_hash,)).fetchall():
+        """The newest interrupted run of this config (or one left 'running' by a killed process)
+        that left a checkpoint, if any."""
+        for (rid,) in self._db.execute("SELECT id FROM runs WHERE config_hash=? AND status IN "
+                                       "('interrupted', 'running') ORDER BY id DESC", (config_hash,)).fetchall():
             if self.checkpoint_path(rid).exists():
                 return int(rid)
         return None

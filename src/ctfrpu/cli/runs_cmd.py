@@ -75,7 +75,7 @@ def show_run(run_id, as_json, store_path) -> None:
     if rec.error:
         click.echo(f"  error: {rec.error}")  # full text, traceback included for unexpected failures
     if resumable:
-        click.echo(f"  checkpoint after epoch {len(rec.epochs)}: continue with `ctfrpu train --resume {rec.id}`")
+        click.echo(f"  has a checkpoint: continue with `ctfrpu train --resume {rec.id}`")
     for m in rec.epochs:
         extra = f"  val {m['val_accuracy']:.4f}" if "val_accuracy" in m else ""
         click.echo(f"  epoch {m['epoch']:>3}: train loss {m['train_loss']:.4f}  test acc "

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..config import RunConfig, parse_value, resolve
+from ..config import parse_value, resolve, validate
 from ..errors import CtfrpuError
 from ..store import Store
 from .common import data_dir_option, store_option
@@ -94,11 +94,11 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
             click.echo(f"interrupted: run {stop.run_id} marked 'interrupted' in {store.path}; continue it "
                        f"with `ctfrpu train --resume {stop.run_id}`", err=True)
             raise click.exceptions.Exit(130)
-        except KeyboardInterrupt:  # before the run was recorded: nothing to mark
-            click.echo("interrupted before the run started", err=True)
+        except KeyboardInterrupt:  # before the run was recorded, or after it finished
+            click.echo("interrupted; no run left unfinished", err=True)
             raise click.exceptions.Exit(130)
         if cfg is None:
-            cfg = RunConfig.model_validate(store.get(run_id).config)
+            cfg = validate(store.get(run_id).config)
         final = result["final"]
         if as_json:
             click.echo(json.dumps({"run_id": run_id, "status": "finished", "config_hash": cfg.hash(),

@@ -8,15 +8,19 @@ to one that was never interrupted (tested).
 
 Written atomically (temporary file + rename) after each epoch: a kill at any moment leaves either
 the previous checkpoint or the new one, never a torn file. The file is a pickle -- load only
-checkpoints you wrote yourself.
+checkpoints you wrote yourself. While a run trains, it holds an advisory lock (``flock``) on a
+``.lock`` file beside its checkpoint, so a second process cannot resume a run that is still alive;
+the lock dies with its process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .. import __version__
 from ..errors import CtfrpuError
@@ -30,7 +34,7 @@ def save(path: Path, config_hash: str, epoch: int, epochs: list[dict[str, Any]],
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": __version__, "config_hash": config_hash, "epoch": epoch,
                "epochs": epochs, "model": model_state, "data_rng": data_rng_state, "elapsed": elapsed}
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
         fh.flush()
@@ -51,17 +55,32 @@ def load(path: Path, config_hash: str) -> dict[str, Any] | None:
                           f"the run over") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CtfrpuError(f"checkpoint {path} has an unknown format; delete it to start the run over")
+    if payload.get("version") != __version__:
+        raise CtfrpuError(f"checkpoint {path} was written by ctfrpu {payload.get('version')}, this is "
+                          f"{__version__}; resume with that version or delete it to start the run over")
     if payload["config_hash"] != config_hash:
         raise CtfrpuError(f"checkpoint {path} belongs to config {payload['config_hash']}, not {config_hash}")
     return payload
 
 
 def remove(path: Path) -> None:
-    """Delete a checkpoint (and a leftover temporary), and the folder once it is empty."""
+    """Delete a checkpoint with its leftover temporaries and its lock file."""
     path = Path(path)
-    for p in (path, path.with_name(path.name + ".tmp")):
+    for p in (path, path.with_name(path.name + ".lock"), *path.parent.glob(f"{path.name}.*.tmp")):
         p.unlink(missing_ok=True)
+
+
+@contextmanager
+def locked(path: Path, run_id: int) -> Iterator[None]:
+    """Hold the run's lock for the block; CtfrpuError if another live process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        path.parent.rmdir()
-    except OSError:  # not empty (other runs' checkpoints) or already gone
-        pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CtfrpuError(f"run {run_id} is being trained by another live process") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import RunConfig
+from .. import __version__
+from ..config import RunConfig, validate
 from ..errors import CtfrpuError
 from . import checkpoint as ckpt
 from .engine import MLP, FloatTile, init_weights, layer_sizes
@@ -181,9 +182,14 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
     """Run ``cfg`` and record it: status running -> finished / failed / interrupted (Ctrl-C).
 
     The run checkpoints after every epoch (``store.checkpoint_path(run_id)``, removed when it
-    finishes or fails). ``resume=RUN_ID`` continues an interrupted run (``cfg`` is then taken from
-    the store and must be None) under the same id, from its last checkpoint.
+    finishes or fails) and holds a lock while it trains. ``resume=RUN_ID`` continues an
+    interrupted run -- or one left 'running' by a killed process -- under the same id from its
+    last checkpoint; ``cfg`` is then taken from the store and must be None. Everything that can
+    be refused (bad config, missing dataset, unreadable checkpoint, a run still alive) is refused
+    before the store changes.
     """
+    from ..store import signals_deferred
+
     if resume is not None:
         if cfg is not None:
             raise CtfrpuError("resume takes the run's config from the store; give no other config")
@@ -191,7 +197,11 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
         if record.status not in ("interrupted", "running"):
             raise CtfrpuError(f"run {resume} is {record.status}; only an interrupted run (or one left "
                               f"'running' by a killed process) can be resumed")
-        cfg = RunConfig.model_validate(record.config)
+        try:
+            cfg = validate(record.config)
+        except CtfrpuError as err:
+            raise CtfrpuError(f"run {resume} cannot be resumed by ctfrpu {__version__} ({err}); start it anew") \
+                from None
         if cfg.hash() != record.config_hash:
             raise CtfrpuError(f"run {resume} was stored by ctfrpu {record.version}, whose config hashes "
                               f"differently from this version's; start it anew")
@@ -204,22 +214,46 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
 
         build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
         PulseTrain.from_config(cfg.pulses)
-    if resume is None:
-        run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
-    else:
-        run_id = resume
-        store.reopen_run(run_id)
-    checkpoint = store.checkpoint_path(run_id)
+
+    run_id = None
     try:
-        result = train_run(cfg, dataset, on_epoch=lambda m: store.log_epoch(run_id, m["epoch"], m),
-                           progress=progress, checkpoint=checkpoint)
+        with signals_deferred():  # a Ctrl-C here is delivered once run_id is known
+            if resume is None:
+                run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
+            else:
+                run_id = resume
+        checkpoint = store.checkpoint_path(run_id)
+        with ckpt.locked(checkpoint, run_id):
+            if resume is None:
+                ckpt.remove(checkpoint)  # a stale file of a deleted store that reused this id
+            else:
+                ckpt.load(checkpoint, cfg.hash())  # refuse an unreadable one before touching the run
+                store.reopen_run(run_id)
+            try:
+                result = train_run(cfg, dataset, on_epoch=lambda m: store.log_epoch(run_id, m["epoch"], m),
+                                   progress=progress, checkpoint=checkpoint)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # recorded, then re-raised for the caller to report
+                ckpt.remove(checkpoint)
+                store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
+                raise
+            ckpt.remove(checkpoint)
+            store.finish_run(run_id, "finished", final=result["final"])
+        return run_id, result
     except KeyboardInterrupt as err:
-        store.finish_run(run_id, "interrupted", error="interrupted by user (Ctrl-C)")
+        if run_id is None or store.get(run_id).status == "finished":
+            raise  # nothing recorded yet / a Ctrl-C after the run finished
+        if store.get(run_id).status == "running":
+            _record_interrupted(store, run_id)
         raise RunInterrupted(run_id) from err
-    except Exception as err:  # recorded, then re-raised for the caller to report
-        store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
-        ckpt.remove(checkpoint)
-        raise
-    store.finish_run(run_id, "finished", final=result["final"])
-    ckpt.remove(checkpoint)
-    return run_id, result
+
+
+def _record_interrupted(store, run_id: int) -> None:
+    """Mark the run interrupted; a second Ctrl-C while this is written does not stop it."""
+    for _ in range(5):
+        try:
+            store.finish_run(run_id, "interrupted", error="interrupted by user (Ctrl-C or SIGTERM)")
+            return
+        except KeyboardInterrupt:
+            continue
