@@ -6,7 +6,6 @@ import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
 
 from ctfrpu.config import validate
