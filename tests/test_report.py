@@ -232,3 +232,12 @@ def test_report_warns_when_device_parameters_are_mixed(tmp_path):
     store.record_run(cfg.to_dict(), cfg.hash(), "finished", [], {"test_accuracy": 0.9}, None, 0, 1)
     html = build_report(store, tmp_path / "rep").read_text()
     assert "different device parameter sets" in html
+
+
+def test_report_names_the_device_parameters_that_differ_from_our_preset():
+    from ctfrpu.devices import CTFDevice
+    from ctfrpu.report.build import _override_note
+
+    assert _override_note(CTFDevice(), None) == ""
+    note = _override_note(CTFDevice(tau_off=0.01), "p.toml")
+    assert "p.toml" in note and "tau_off = 0.01" in note and "kappa_p" not in note

@@ -229,6 +229,19 @@ def _status(s: str) -> str:
     return f'<span class="{_STATUS_CLS.get(s, "")}">{_esc(s)}</span>'
 
 
+def _override_note(device, params_file) -> str:
+    """' overridden by ... (name = value, ...)' naming the parameters that differ from our preset."""
+    from dataclasses import fields
+
+    preset = type(device)()
+    changed = [f"{f.name} = {getattr(device, f.name)!r}" for f in fields(device)
+               if getattr(device, f.name) != getattr(preset, f.name)]
+    if not changed and not params_file:
+        return ""
+    source = f"the runs' device parameters ({_esc(params_file)})" if params_file else "the runs' device parameters"
+    return f" overridden by {source}: {_esc(', '.join(changed)) or 'no parameter differs'}"
+
+
 def _device_section(w: _Writer, study: Study | None) -> str:
     from ..devices import build_device
 
@@ -242,7 +255,7 @@ def _device_section(w: _Writer, study: Study | None) -> str:
     parts = ["<h2>Device trends (our CTF model)</h2>",
              '<p class="ours">The CTF device is OUR reconstruction of the program-time non-ideality described in the '
              "device paper's abstract (arXiv:2307.06088): fragmentation loss, a cliff below ~2 µs, recovery at small "
-             "gaps. Its parameters are an illustrative preset" + (" overridden by the runs' device parameters" if params or params_file else "")
+             "gaps. Its parameters are an illustrative preset" + _override_note(device, params_file)
              + ", not measured data.</p>"]
     try:
         from ..experiments import device_response as DR
