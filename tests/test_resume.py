@@ -117,12 +117,10 @@ def _train(env, *extra):
             "--test-limit", "200", "--lr", "0.05", "--epochs", "40", "--no-progress", *extra]
 
 
-def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
-    proc = subprocess.Popen(_train(cli_env), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    store_path = cli_env["CTFRPU_STORE"]
-    deadline, epochs = time.time() + 60, 0
-    while time.time() < deadline and epochs < 2:
+def _wait_for_epochs(store_path, n, timeout=60.0):
+    """Until the store's first run has logged n epochs."""
+    deadline, epochs = time.time() + timeout, 0
+    while time.time() < deadline and epochs < n:
         time.sleep(0.2)
         try:
             with Store(store_path) as s:
@@ -130,10 +128,19 @@ def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
             epochs = len(runs[0].epochs) if runs else 0
         except Exception:  # noqa: BLE001 -- the store may not exist yet
             pass
-    assert epochs >= 2, "training never finished two epochs"
+    assert epochs >= n, f"training never finished {n} epoch(s)"
+
+
+def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
+    proc = subprocess.Popen(_train(cli_env), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    store_path = cli_env["CTFRPU_STORE"]
+    _wait_for_epochs(store_path, 2)
+    live = subprocess.run([CTFRPU, "train", "--resume", "1"], env=cli_env, capture_output=True, text=True)
+    assert live.returncode == 2 and "another live process" in live.stderr, live.stderr
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "ctfrpu train --resume 1" in err, err
+    assert proc.returncode == 130 and f"ctfrpu train --resume 1 --store {store_path}" in err, err
     with Store(store_path) as s:
         assert s.get(1).status == "interrupted" and s.checkpoint_path(1).exists()
 
@@ -225,3 +232,14 @@ def test_store_writes_do_not_nest(tmp_path):
             with store._tx():
                 store.finish_run(rid, "finished")
         assert store.get(rid).status == "running" and not store._db.in_transaction
+
+
+def test_sigterm_exits_143_and_the_hint_names_the_store(tmp_path, cli_env):
+    proc = subprocess.Popen(_train(cli_env), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for_epochs(cli_env["CTFRPU_STORE"], 1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    shown = subprocess.run([CTFRPU, "runs", "show", "1"], env=cli_env, capture_output=True, text=True, check=True)
+    assert f"ctfrpu train --resume 1 --store {cli_env['CTFRPU_STORE']}" in shown.stdout

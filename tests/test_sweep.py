@@ -96,6 +96,13 @@ def test_shipped_example_is_valid():
     ('[grid]\nseed = [1]', "missing 'name"),
     ('name = "a b"', "name 'a b': use letters"),
     ('name = "x"\n[grid\n', "invalid TOML"),
+    # device parameters and train designs are checked too, not only the config's shape
+    ('name = "x"\n[base]\ndevice = { kind = "ctf" }\n[grid]\n"device.params.dw_min_std" = [0.1]',
+     "unknown ctf device parameter 'dw_min_std'"),
+    ('name = "x"\n[base]\ndevice = { kind = "ctf" }\n[grid]\n"device.params.tau_off" = [1e-5, -1]',
+     "tau_off=-1): CTFDevice.tau_off must be > 0"),
+    ('name = "x"\n[[runs]]\n"device.kind" = "ideal"\n"device.params_file" = "nope.toml"',
+     "device parameter file not found: nope.toml"),
 ])
 def test_invalid_sweep_files_are_one_line_errors(tmp_path, capsys, text, message):
     path = write(tmp_path, text)

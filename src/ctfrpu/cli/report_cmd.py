@@ -165,8 +165,9 @@ def design(pulses, gaps, device_params, lr, u, pw_mode, t_on, pw, as_json) -> No
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Local worker processes (1 = in this process).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address of a cluster.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="CTFRPU_DATA", help=_DATA_HELP)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap, arms, device_params, stats,
-             stats_pairs, stats_reps, store_path, out_dir, workers, scheduler, data_dir) -> None:
+             stats_pairs, stats_reps, store_path, out_dir, workers, scheduler, data_dir, progress) -> None:
     """Ablation: separate the bias of the CTF updates from their noise (OUR arms).
 
     Arms at one design (N, t_gap): fp (floating point); ideal (ideal device, stochastic pulses:
@@ -197,7 +198,7 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
     datasets = check_datasets([dataset], data_dir)
     with _store(store_path) as st:
         counts = run_configs(f"ablation-{dataset}-N{n}", configs, st, Path(out_dir), workers=workers,
-                             scheduler=scheduler, data_dir=data_dir, log=_echo, datasets=datasets)
+                             scheduler=scheduler, data_dir=data_dir, log=_echo, datasets=datasets, progress=progress)
         _echo(f"ablation: training runs {counts}")
         if stats:
             measure_arms(ablation_configs(merge(base, {}), seed_list[:1], arm_list), datasets[dataset], st,
@@ -210,11 +211,12 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
 
 @click.command("reproduce")
 @click.option("--profile", type=click.Choice(["quick", "medium", "full", "smoke"]), default="quick", show_default=True,
-              help="quick: one 2-core machine, <= 15 min; medium: 3 seeds, 2x the data, ~30-40 min on 2 cores; "
+              help="quick: one 2-core machine, 3-8 min; medium: 3 seeds, 2x the data, 11-26 min on 2 cores; "
                    "full: paper-scale grid for a cluster; smoke: seconds, synthetic data.")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
-              help="Output directory: report, sweep files.")
+              help="Output directory: OUT/report/ (report.html, figures/, tables/) and OUT/sweeps/ (the "
+                   "generated sweep files).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Local worker processes (default: one per core; 1 = in this process, no dask).")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address (cluster; for --profile full).")
@@ -228,8 +230,10 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
 
     quick: MNIST and Fashion-MNIST, 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300,
     1000}, t_gap in {0.1, 100} us, with/without OUR compensation, 2 seeds, FP baseline, the ablation
-    on MNIST at N = 1000 with update statistics, then the report -- measured 8 min wall (500 CPU-s, numba compilation included)
-    on a shared 2-core machine; its accuracies are pre-convergence (see the report).
+    on MNIST at N = 1000 with update statistics, then the report -- measured 3 min 9 s on 2 idle
+    cores, 8 min on a loaded machine with a cold numba cache; its accuracies are pre-convergence
+    (see the report). medium: the same with 8,000 samples, 3 seeds and the ablation on both
+    datasets -- 11-26 min on 2 cores.
     full: all 60,000 samples x 30 epochs (lr 0.01), N in {100, 300, 1000, 3000}, t_gap in {0.1, 1,
     10, 100} us, 3 seeds, ablation at N = 100 and 1000 on both datasets: meant for a cluster
     (--scheduler). Rerunning continues where it stopped (finished config hashes are skipped).

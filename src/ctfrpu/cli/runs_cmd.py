@@ -8,7 +8,8 @@ import json
 import click
 
 from ..store import Store
-from .common import store_option
+from ..units import format_time
+from .common import resume_command, store_option
 
 
 def _when(t):
@@ -18,7 +19,7 @@ def _when(t):
 def _summary(rec) -> str:
     c = rec.config
     dev = c["device"]["kind"]
-    pulses = "" if dev == "fp" else f" N={c['pulses']['n']} gap={c['pulses']['gap']:.3g}s {c['update']['mode']}"
+    pulses = "" if dev == "fp" else f" N={c['pulses']['n']} gap={format_time(c['pulses']['gap'])} {c['update']['mode']}"
     comp = "" if c.get("compensation", {}).get("kind", "none") == "none" else " comp"
     return f"{c['data']['dataset']} {dev}{pulses}{comp} seed={c['seed']}"
 
@@ -75,7 +76,7 @@ def show_run(run_id, as_json, store_path) -> None:
     if rec.error:
         click.echo(f"  error: {rec.error}")  # full text, traceback included for unexpected failures
     if resumable:
-        click.echo(f"  has a checkpoint: continue with `ctfrpu train --resume {rec.id}`")
+        click.echo(f"  has a checkpoint: continue with `{resume_command(rec.id, store_path and store.path)}`")
     for m in rec.epochs:
         extra = f"  val {m['val_accuracy']:.4f}" if "val_accuracy" in m else ""
         click.echo(f"  epoch {m['epoch']:>3}: train loss {m['train_loss']:.4f}  test acc "

@@ -9,7 +9,7 @@ import click
 from ..config import parse_value, resolve, validate
 from ..errors import CtfrpuError
 from ..store import Store
-from .common import data_dir_option, store_option
+from .common import data_dir_option, resume_command, store_option
 
 # flag -> dotted config key. Values go through the strict config validator, so a bad value is a
 # one-line error naming the key (click's own type errors would print a usage block instead).
@@ -92,11 +92,11 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
                                          resume=resume_id)
         except RunInterrupted as stop:
             click.echo(f"interrupted: run {stop.run_id} marked 'interrupted' in {store.path}; continue it "
-                       f"with `ctfrpu train --resume {stop.run_id}`", err=True)
-            raise click.exceptions.Exit(130)
+                       f"with `{resume_command(stop.run_id, store_path and store.path)}`", err=True)
+            raise click.exceptions.Exit(_interrupt_status())
         except KeyboardInterrupt:  # before the run was recorded, or after it finished
             click.echo("interrupted; no run left unfinished", err=True)
-            raise click.exceptions.Exit(130)
+            raise click.exceptions.Exit(_interrupt_status())
         if cfg is None:
             cfg = validate(store.get(run_id).config)
         final = result["final"]
@@ -110,14 +110,24 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
                        f"{final['seconds']:.1f} s  [store {store.path}]")
 
 
+_TERMINATED = []
+
+
 def _sigterm_as_interrupt() -> None:
     """`kill` (SIGTERM) ends a run like Ctrl-C: recorded as interrupted, store consistent."""
     import signal
 
     def handler(signum, frame):
+        _TERMINATED.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupt_status() -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (the shell's 128 + signal number, as `ctfrpu sweep`)."""
+    return 143 if _TERMINATED else 130
+
 
 
 COMMANDS = [train]

@@ -9,7 +9,7 @@ from .base import DeviceState
 from .ctf import CTFDevice
 from .ideal import IdealDevice
 from .pulses import PulseTrain
-from .registry import build_device, device_class, load_params_file
+from .registry import build_device, check_run_physics, device_class, load_params_file
 
-__all__ = ["DeviceState", "CTFDevice", "IdealDevice", "PulseTrain", "build_device", "device_class",
+__all__ = ["DeviceState", "CTFDevice", "IdealDevice", "PulseTrain", "build_device", "check_run_physics", "device_class",
            "load_params_file"]

@@ -55,3 +55,15 @@ def build_device(kind: str, params_file: str | Path | None = None, params: dict[
         return cls(**values)
     except TypeError as err:
         raise CtfrpuError(f"{kind} device parameters: {err}") from None
+
+
+def check_run_physics(device_cfg, pulses_cfg) -> None:
+    """Build the device and the pulse train that a run config's ``device`` and ``pulses`` sections
+    describe, so that a bad parameter (unknown name, out of range, unreadable file) or an invalid
+    train design is a one-line error before any run starts. Nothing to check for ``fp``."""
+    if device_cfg.kind == "fp":
+        return
+    from .pulses import PulseTrain
+
+    build_device(device_cfg.kind, device_cfg.params_file, device_cfg.params)
+    PulseTrain.from_config(pulses_cfg)

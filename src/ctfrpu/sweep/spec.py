@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, load_toml, merge, set_path, validate
+from ..devices import check_run_physics
 from ..errors import CtfrpuError
 
 _TOP_KEYS = ("name", "description", "base", "grid", "runs")
@@ -200,12 +201,18 @@ def _parse(doc: dict[str, Any], source: str) -> Sweep:
 
     runs: list[SweepRun] = []
     seen: set[str] = set()
+    checked: set[str] = set()
     duplicates = 0
     for what, over in specs:
         data = _apply(base, over)
         data["sweep"] = name
         try:
             cfg = validate(data)
+            physics = json.dumps([cfg.device.model_dump(mode="json"), cfg.pulses.model_dump(mode="json")],
+                                 sort_keys=True)
+            if physics not in checked:  # device parameters and train design, once per distinct one
+                check_run_physics(cfg.device, cfg.pulses)
+                checked.add(physics)
         except CtfrpuError as err:
             label = " ".join(f"{k}={_literal(v)}" for k, v in over.items())
             raise CtfrpuError(f"{what} ({label}): {err}" if label else f"{what}: {err}") from None

@@ -64,10 +64,16 @@ def load(path: Path, config_hash: str) -> dict[str, Any] | None:
 
 
 def remove(path: Path) -> None:
-    """Delete a checkpoint with its leftover temporaries and its lock file."""
+    """Delete a checkpoint with its leftover temporaries (not its lock: see :func:`remove_lock`)."""
     path = Path(path)
-    for p in (path, path.with_name(path.name + ".lock"), *path.parent.glob(f"{path.name}.*.tmp")):
+    for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
         p.unlink(missing_ok=True)
+
+
+def remove_lock(path: Path) -> None:
+    """Delete the lock file of a run that has ended (call after releasing the lock)."""
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.unlink(missing_ok=True)
 
 
 @contextmanager

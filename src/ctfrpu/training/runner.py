@@ -209,11 +209,9 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
         from ..data import load_dataset
 
         dataset = load_dataset(cfg.data.dataset, data_dir)  # fail before a run row exists
-    if cfg.device.kind != "fp":  # so do bad device parameters and pulse designs
-        from ..devices import PulseTrain, build_device
+    from ..devices import check_run_physics
 
-        build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
-        PulseTrain.from_config(cfg.pulses)
+    check_run_physics(cfg.device, cfg.pulses)  # so do bad device parameters and pulse designs
 
     run_id = None
     try:
@@ -227,6 +225,9 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
             if resume is None:
                 ckpt.remove(checkpoint)  # a stale file of a deleted store that reused this id
             else:
+                status = store.get(run_id).status  # again, now that no one else can take the run
+                if status not in ("interrupted", "running"):
+                    raise CtfrpuError(f"run {run_id} is {status}; only an interrupted run can be resumed")
                 ckpt.load(checkpoint, cfg.hash())  # refuse an unreadable one before touching the run
                 store.reopen_run(run_id)
             try:
@@ -237,9 +238,11 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
             except Exception as err:  # recorded, then re-raised for the caller to report
                 ckpt.remove(checkpoint)
                 store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
+                ckpt.remove_lock(checkpoint)  # safe while held: a resumer re-checks the status
                 raise
             ckpt.remove(checkpoint)
             store.finish_run(run_id, "finished", final=result["final"])
+        ckpt.remove_lock(checkpoint)
         return run_id, result
     except KeyboardInterrupt as err:
         if run_id is None or store.get(run_id).status == "finished":
