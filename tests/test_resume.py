@@ -243,3 +243,23 @@ def test_sigterm_exits_143_and_the_hint_names_the_store(tmp_path, cli_env):
     assert proc.returncode == 143, err
     shown = subprocess.run([CTFRPU, "runs", "show", "1"], env=cli_env, capture_output=True, text=True, check=True)
     assert f"ctfrpu train --resume 1 --store {cli_env['CTFRPU_STORE']}" in shown.stdout
+
+
+def test_sweep_task_continues_from_its_checkpoint(tmp_path, synthetic, monkeypatch):
+    """A sweep run cut short (kill -9 of the sweep) resumes from sweep-<hash>.ckpt on the rerun."""
+    from ctfrpu.sweep import worker
+
+    cfg = _cfg("ideal")
+    clean = train_run(cfg, synthetic)
+    path = tmp_path / f"sweep-{cfg.hash()}.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, synthetic, on_epoch=_StopAfter(3), checkpoint=path)
+    loaded = []
+    real_load = ckpt.load
+    monkeypatch.setattr(ckpt, "load", lambda p, h: loaded.append(real_load(p, h)) or loaded[-1])
+    monkeypatch.setitem(worker._DATASETS, ("synthetic", None), synthetic)
+    out = worker.run_task(cfg.to_dict(), None, checkpoint_dir=str(tmp_path))
+    assert out["status"] == "finished", out["error"]
+    assert [p["epoch"] for p in loaded] == [3]              # it started from epoch 3's state
+    assert _strip(out["epochs"]) == _strip(clean["epochs"])
+    assert not path.exists()

@@ -6,7 +6,9 @@ run's result to the client; the client alone writes the run store, one transacti
 A run is *done* when the store holds a finished run with its config hash, so after a crash,
 ``kill -9`` or Ctrl-C a rerun computes only what is missing, and a finished run is never lost (it
 was committed) nor duplicated (its hash is skipped). Failed runs are recorded with their error and
-rerun only with ``retry_failed``.
+rerun only with ``retry_failed``. On a local cluster each run also checkpoints after every epoch
+(``checkpoints/`` beside the store), so a run cut short by a kill continues from its last epoch
+when the sweep is rerun, with the same metrics; runs on a remote scheduler start over.
 
 The cluster: a :class:`distributed.LocalCluster` sized to the machine (one single-threaded worker
 process per core, never more workers than runs), or an existing scheduler by address.
@@ -303,7 +305,7 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
             if client is not None:
                 result.n_workers = len(client.scheduler_info().get("workers", {}))
                 _execute(client, sweep, store, todo, pending, result, data_dir, trainer, emit,
-                         progress, set_bar)
+                         progress, set_bar, None)
             else:
                 n = min(workers or available_cores(), len(todo)) if not scheduler else None
                 with open_client(workers=n, scheduler=scheduler, verbose=verbose) as cl:
@@ -312,8 +314,10 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
                         emit(f"no workers at {scheduler} yet; the runs wait for workers to join")
                     emit(f"sweep {sweep.name}: running {_n(len(todo), 'run')} on "
                          + (f"{scheduler}" if scheduler else f"a local cluster of {_n(n, 'worker')}"))
+                    # a local cluster shares this file system: its runs checkpoint beside the store
+                    ckpt_dir = None if scheduler else str(store.path.parent / "checkpoints")
                     _execute(cl, sweep, store, todo, pending, result, data_dir, trainer, emit,
-                             progress, set_bar)
+                             progress, set_bar, ckpt_dir)
         except KeyboardInterrupt as err:
             result.interrupted = True
             result.terminated = isinstance(err, _Terminate)
@@ -325,14 +329,15 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
 
 def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
              pending: dict[int, SweepRun], result: SweepResult, data_dir: str | None,
-             trainer: str, emit: Any, progress: bool | None, set_bar: Any) -> None:
+             trainer: str, emit: Any, progress: bool | None, set_bar: Any,
+             checkpoint_dir: str | None) -> None:
     from distributed import as_completed
     from tqdm import tqdm
 
     token = uuid.uuid4().hex[:8]
     futures = {}
     for run in todo:
-        fut = client.submit(run_task, run.config.to_dict(), data_dir, trainer, pure=False,
+        fut = client.submit(run_task, run.config.to_dict(), data_dir, trainer, checkpoint_dir, pure=False,
                             key=f"ctfrpu-run-{sweep.name}-{run.index}-{run.hash}-{token}")
         futures[fut.key] = (fut, run)
     width = len(str(len(sweep.runs)))

@@ -9,11 +9,13 @@ by ``(name, data_dir)``, for every later run on that worker.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import resource
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 from ..config import validate
@@ -80,18 +82,33 @@ def _worker_address() -> str | None:
 
 
 def run_task(config: dict[str, Any], data_dir: str | None = None,
-             trainer: str = DEFAULT_TRAINER) -> dict[str, Any]:
-    """Train one run; never raises for a failure of the run itself (returns it as failed)."""
+             trainer: str = DEFAULT_TRAINER, checkpoint_dir: str | None = None) -> dict[str, Any]:
+    """Train one run; never raises for a failure of the run itself (returns it as failed).
+
+    With ``checkpoint_dir`` (a folder the worker can write; the client passes one beside the store
+    for local clusters) the run checkpoints after every epoch into ``sweep-<config hash>.ckpt``
+    there and, when a killed sweep is rerun, continues from it -- with the metrics of an
+    uninterrupted run (:mod:`ctfrpu.training.checkpoint`). The file is removed once the run ends.
+    """
     started = time.time()
     result: dict[str, Any] = {"status": "failed", "epochs": [], "final": None, "error": None}
+    path = None
     try:
         cfg = validate(config)
         train = resolve_trainer(trainer)
         data = dataset(cfg.data.dataset, data_dir)
-        out = train(cfg, dataset=data)
+        kwargs = {}
+        if checkpoint_dir and "checkpoint" in inspect.signature(train).parameters:
+            path = Path(checkpoint_dir) / f"sweep-{cfg.hash()}.ckpt"
+            kwargs["checkpoint"] = path
+        out = train(cfg, dataset=data, **kwargs)
         result.update(status="finished", epochs=list(out["epochs"]), final=dict(out["final"]))
     except Exception as err:  # noqa: BLE001 - recorded as a failed run by the client
         result["error"] = _error_text(err)
+    if path is not None:
+        from ..training.checkpoint import remove
+
+        remove(path)
     result.update(started=started, ended=time.time(), pid=os.getpid(), peak_rss_mb=peak_rss_mb(),
                   dataset_loads=_LOADS, worker=_worker_address() or f"pid {os.getpid()}")
     return result
