@@ -260,6 +260,18 @@ def test_sweep_task_continues_from_its_checkpoint(tmp_path, synthetic, monkeypat
     monkeypatch.setitem(worker._DATASETS, ("synthetic", None), synthetic)
     out = worker.run_task(cfg.to_dict(), None, checkpoint_dir=str(tmp_path))
     assert out["status"] == "finished", out["error"]
-    assert [p["epoch"] for p in loaded] == [3]              # it started from epoch 3's state
+    assert loaded and all(p["epoch"] == 3 for p in loaded)  # it started from epoch 3's state
     assert _strip(out["epochs"]) == _strip(clean["epochs"])
     assert not path.exists()
+
+
+def test_sweep_task_starts_over_from_an_unreadable_checkpoint(tmp_path, synthetic, monkeypatch):
+    from ctfrpu.sweep import worker
+
+    cfg = _cfg("fp")
+    path = tmp_path / f"sweep-{cfg.hash()}.ckpt"
+    path.write_bytes(b"torn")
+    monkeypatch.setitem(worker._DATASETS, ("synthetic", None), synthetic)
+    out = worker.run_task(cfg.to_dict(), None, checkpoint_dir=str(tmp_path))
+    assert out["status"] == "finished", out["error"]
+    assert _strip(out["epochs"]) == _strip(train_run(cfg, synthetic)["epochs"]) and not path.exists()

@@ -99,16 +99,20 @@ def run_task(config: dict[str, Any], data_dir: str | None = None,
         data = dataset(cfg.data.dataset, data_dir)
         kwargs = {}
         if checkpoint_dir and "checkpoint" in inspect.signature(train).parameters:
+            from ..training import checkpoint as ckpt
+
             path = Path(checkpoint_dir) / f"sweep-{cfg.hash()}.ckpt"
+            try:
+                ckpt.load(path, cfg.hash())
+            except CtfrpuError:  # unreadable or of another ctfrpu version: this run starts over
+                ckpt.remove(path)
             kwargs["checkpoint"] = path
         out = train(cfg, dataset=data, **kwargs)
         result.update(status="finished", epochs=list(out["epochs"]), final=dict(out["final"]))
     except Exception as err:  # noqa: BLE001 - recorded as a failed run by the client
         result["error"] = _error_text(err)
     if path is not None:
-        from ..training.checkpoint import remove
-
-        remove(path)
+        ckpt.remove(path)
     result.update(started=started, ended=time.time(), pid=os.getpid(), peak_rss_mb=peak_rss_mb(),
                   dataset_loads=_LOADS, worker=_worker_address() or f"pid {os.getpid()}")
     return result
