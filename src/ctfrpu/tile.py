@@ -69,7 +69,7 @@ from .kernels.cells import (C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT, CTF_FIELDS, I_
 from .kernels import exact as kx
 from .kernels import expected as ke
 from .kernels import rng as krng
-from .kernels.trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, check_sample, count_coincidences
+from .kernels.trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, check_batch, check_sample, count_coincidences
 
 EVENT_FIELDS_IDEAL = [("row", np.int32), ("col", np.int32), ("slot", np.int32), ("time_s", np.float64),
                       ("sign", np.int8), ("dw", np.float64)]
@@ -84,13 +84,6 @@ start, after relaxation) for the CTF device."""
 
 _INITIAL_CAPACITY = 16384
 
-
-def _check_batch(X, D, lrg, dw_min, n, um, blm):
-    for b in range(X.shape[0]):
-        st, _, _ = check_sample(X[b], D[b], lrg, dw_min, n, um, blm)
-        if st != ST_OK:
-            return st, b
-    return ST_OK, -1
 
 
 def _as_int(v, what: str) -> int:
@@ -439,7 +432,7 @@ class AnalogTile:
             elif not (gauss and blm):
                 st, b = self._expected_ctf(X, D, counter, lrg, um, blm, gauss, self._n)
             else:   # Gaussian CTF with BL management: each sample needs the variance table of its BL
-                st, b = _check_batch(X, D, lrg, self.dw_min, self._n, um, blm)
+                st, b = check_batch(X, D, lrg, self.dw_min, self._n, um, blm)
                 for k in range(nb if st == ST_OK else 0):
                     bl = int(ke.sample_bl(X[k], D[k], lrg, self.dw_min, self._n, blm))
                     if bl == 0:

@@ -70,15 +70,7 @@ def check_sample(x, d, lrg, dw_min, n, um, blm):
             dmax = a
     if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
         return ST_OK, 0.0, 0.0
-    bl = train_length(xmax, dmax, lrg, dw_min, n, blm)
-    ab = lrg / (bl * dw_min)
-    if um:
-        gamma = math.sqrt(dmax / xmax)
-        a_gain = math.sqrt(ab) * gamma
-        b_gain = math.sqrt(ab) / gamma
-    else:
-        a_gain = math.sqrt(ab)
-        b_gain = a_gain
+    bl, a_gain, b_gain = train_gains(xmax, dmax, lrg, dw_min, n, um, blm)
     pmax = a_gain * xmax
     qmax = b_gain * dmax
     if (not um) and (pmax > 1.0 or qmax > 1.0):
@@ -109,6 +101,19 @@ def train_length(xmax, dmax, lrg, dw_min, n, blm):
 
 
 @numba.njit(cache=True)
+def train_gains(xmax, dmax, lrg, dw_min, n, um, blm):
+    """(BL, A, B) for a sample with max|x| = xmax > 0, max|d| = dmax > 0: A*B = lrg / (BL dw_min);
+    with update management A = sqrt(AB) gamma, B = sqrt(AB) / gamma, gamma = sqrt(dmax / xmax)
+    (aihwkit), else A = B = sqrt(AB)."""
+    bl = train_length(xmax, dmax, lrg, dw_min, n, blm)
+    ab = lrg / (bl * dw_min)
+    if um:
+        gamma = math.sqrt(dmax / xmax)
+        return bl, math.sqrt(ab) * gamma, math.sqrt(ab) / gamma
+    return bl, math.sqrt(ab), math.sqrt(ab)
+
+
+@numba.njit(cache=True)
 def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
     """Fill p, q (probabilities), sx = sign(x), sd = -sign(d); return (BL, any_work, clipped).
 
@@ -130,15 +135,7 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
             dmax = a
     if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
         return n, False, False
-    bl = train_length(xmax, dmax, lrg, dw_min, n, blm)
-    ab = lrg / (bl * dw_min)
-    if um:
-        gamma = math.sqrt(dmax / xmax)
-        a_gain = math.sqrt(ab) * gamma
-        b_gain = math.sqrt(ab) / gamma
-    else:
-        a_gain = math.sqrt(ab)
-        b_gain = a_gain
+    bl, a_gain, b_gain = train_gains(xmax, dmax, lrg, dw_min, n, um, blm)
     clipped = False
     for i in range(x.size):
         v = x[i]

@@ -15,6 +15,7 @@ import numpy as np
 from .. import __version__
 from ..config import RunConfig, validate
 from ..errors import CtfrpuError
+from ..store import signals_deferred
 from . import checkpoint as ckpt
 from .engine import MLP, FloatTile, init_weights, layer_sizes
 
@@ -188,8 +189,6 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
     be refused (bad config, missing dataset, unreadable checkpoint, a run still alive) is refused
     before the store changes.
     """
-    from ..store import signals_deferred
-
     if resume is not None:
         if cfg is not None:
             raise CtfrpuError("resume takes the run's config from the store; give no other config")
@@ -245,9 +244,10 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
         ckpt.remove_lock(checkpoint)
         return run_id, result
     except KeyboardInterrupt as err:
-        if run_id is None or store.get(run_id).status == "finished":
+        status = store.get(run_id).status if run_id is not None else None
+        if status in (None, "finished"):
             raise  # nothing recorded yet / a Ctrl-C after the run finished
-        if store.get(run_id).status == "running":
+        if status == "running":
             _record_interrupted(store, run_id)
         raise RunInterrupted(run_id) from err
 
