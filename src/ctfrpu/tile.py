@@ -151,6 +151,9 @@ class AnalogTile:
         self._w_ro.flags.writeable = False
 
         self.dw_min = float(device.nominal_dw(train.pw))
+        if not (0.0 < self.dw_min < math.inf):
+            raise CtfrpuError(f"AnalogTile: the device's step per pulse dw_min = {self.dw_min!r} at pw = "
+                              f"{train.pw:g} s is not a finite positive number; check the device parameters")
         """Program-time-conserving step of one pulse of width pw (aihwkit's dw_min)."""
         n = train.n
         self._n = n
@@ -380,6 +383,9 @@ class AnalogTile:
                       self._ev_slot_c, self._col_ptr, self._col_slots, self._smap, self._rs)
 
     def _grow(self, status: int) -> None:
+        full = self._cap_r >= self._max_r if status == kx.ST_CAP_ROWS else self._cap_c >= self._max_c
+        if full:    # the capacity always suffices; never loop on a kernel fault
+            raise CtfrpuError(f"update: internal kernel fault (event buffer full at its bound, status {status})")
         if status == kx.ST_CAP_ROWS:
             self._cap_r = min(2 * self._cap_r, self._max_r)
             self._alloc_rows()

@@ -109,6 +109,10 @@ def train_gains(xmax, dmax, lrg, dw_min, n, um, blm):
     ab = lrg / (bl * dw_min)
     if um:
         gamma = math.sqrt(dmax / xmax)
+        if not (1e-150 <= gamma <= 1e150):
+            # dmax / xmax under- or overflowed (e.g. 5e-324 / 1e300): B = sqrt(AB) / 0 raised
+            # ZeroDivisionError. Clamping gamma changes only the A/B split, never A*B (the mean).
+            gamma = min(max(math.sqrt(dmax) / math.sqrt(xmax), 1e-150), 1e150)
         return bl, math.sqrt(ab) * gamma, math.sqrt(ab) / gamma
     return bl, math.sqrt(ab), math.sqrt(ab)
 
@@ -207,7 +211,13 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
         nb = 0
         for a in range(na):
             ex, s0, s1, s2, s3 = exponential_local(s0, s1, s2, s3)
-            pos = act_pos[a] + 1.0 + math.floor(ex * act_ninv[a])
+            # The skip is clamped to the train length BEFORE the floor: math.floor returns an
+            # int64, and ex / p overflows it for p below ~1e-18 (the wrapped negative position
+            # kept the unit live forever: a hang, or an out-of-bounds smap read). NaN (ex = 0,
+            # ninv = inf) also lands on fm. Any skip >= fm leaves the train, so this is exact.
+            g = ex * act_ninv[a]
+            g = g if g < fm else fm
+            pos = act_pos[a] + 1.0 + math.floor(g)
             live = pos < fm
             u = act_unit[a]
             ev_unit[k] = u
