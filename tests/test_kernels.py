@@ -12,8 +12,9 @@ import pytest
 
 from ctfrpu.devices import CTFDevice
 from ctfrpu.devices.ctf import pulse_math
-from ctfrpu.kernels import ctfmath
-from ctfrpu.kernels import expected as ke
+from ctfrpu.devices import ctf_update as ctfmath
+from ctfrpu.devices import ctf_update as ke
+from ctfrpu.devices.timing import TIMINGS
 from ctfrpu.kernels import rng as krng
 from ctfrpu.kernels import trains as kt
 
@@ -175,7 +176,7 @@ def test_prepare_gains_update_and_bl_management():
 def test_specialised_pulse_equals_device_closed_form(m, pw):
     dev = CTFDevice(bound_exponent=m, dv_std=0.2, a_e=0.5, tau_on_e=4e-6, t_d_e=0.9e-6, kappa_e=150.0)
     prm = dev.kernel_params()
-    cst = ctfmath.sign_consts(prm, pw)
+    cst = ctfmath.sign_consts(dev, pw)
     mi = ctfmath.int_exponent(m)
     rng = np.random.default_rng(5)
     n = 2000
@@ -234,13 +235,17 @@ def test_ctf_mean_kernel_matches_device_expected_train_dvt():
     prob = rng.uniform(0, 1, n)
     sign = rng.choice([-1.0, 1.0], n)
     ks = rng.uniform(0.8, 1.2, n)
-    for train in (PulseTrain(100, 3e-6, 1e-6), PulseTrain(7, 40e-6, 0.0)):
-        ref = dev.expected_train_dvt(vt, prob, sign, train, ks, dev.vt_min, dev.vt_max)
-        cst = ctfmath.sign_consts(dev.kernel_params(), train.pw)
-        dg, dt = math.exp(-train.gap / dev.tau_off), math.exp(-train.period / dev.tau_off)
+    for train, tname in itertools.product((PulseTrain(100, 3e-6, 1e-6), PulseTrain(7, 40e-6, 0.0)), TIMINGS):
+        tm = TIMINGS[tname]
+        ref = dev.expected_train_dvt(vt, prob, sign, train, ks, dev.vt_min, dev.vt_max, timing=tm)
+        tt = dev.timing_tables(train, tm)
+        cst = ctfmath.sign_consts(dev, train.pw, tt, fold=True)
         got = [ke.ctf_mean_dvt(prob[i], train.n, sign[i], vt[i], ks[i], dev.vt_min, dev.vt_max, cst,
-                               ctfmath.int_exponent(dev.bound_exponent), dg, dt) for i in range(n)]
+                               ctfmath.int_exponent(dev.bound_exponent)) for i in range(n)]
         np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-15)
+        if tname != "slot":
+            continue
+        dg, dt = tt.d_gap, tt.d_t
         # and the recursion's mean agrees with the closed form (unit step, s = 1)
         m, _ = ke.ctf_unit_moments(0.3, train.n, cst[1], cst[2], cst[3], dg, dt, 0.0)
         ref1 = dev.expected_train_dvt(np.array([dev.vt_ref]), np.array([0.3]), np.array([1.0]), train)

@@ -1,7 +1,8 @@
 """Architecture: data flows one way; a lower layer never imports a higher one.
 
-Ranks: shared leaves (errors, units, config, store, data) < devices < design < kernels < tile
-< nn < training < experiments, sweep < report < cli. The device physics in particular must import
+Ranks: shared leaves (errors, units, config, store, data) < kernels (device-independent sampling
+and bookkeeping) < devices (plug-ins: physics + their update kernels) < design < tile < nn <
+training < experiments, sweep < report < cli. The device physics in particular must import
 no torch layer, no training code and no dataset.
 """
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import ctfrpu
 
 ROOT = Path(ctfrpu.__file__).parent
-RANK = {"errors": 0, "units": 0, "config": 0, "store": 0, "data": 0, "devices": 1, "presets": 1,
-        "design": 2, "kernels": 3, "tile": 4, "nn": 5, "training": 6, "experiments": 7, "sweep": 7,
+RANK = {"errors": 0, "units": 0, "config": 0, "store": 0, "data": 0, "kernels": 1, "devices": 2, "presets": 2,
+        "design": 3, "tile": 4, "nn": 5, "training": 6, "experiments": 7, "sweep": 7,
         "sweeps": 7, "report": 8, "cli": 9, "__init__": 0}
 
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-import ctfrpu.tile as tile_mod
+import ctfrpu.kernels.bundle as bundle_mod
 from ctfrpu.config import IOConfig, UpdateConfig
 from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
 from ctfrpu.errors import CtfrpuError
@@ -281,14 +281,14 @@ def test_trace_events_content_ideal():
 
 def test_buffer_growth_gives_identical_result(monkeypatch):
     big = make(um=True, seed=5, shape=(30, 40))
-    monkeypatch.setattr(tile_mod, "_INITIAL_CAPACITY", 4)
+    monkeypatch.setattr(bundle_mod, "INITIAL_CAPACITY", 4)
     small = make(um=True, seed=5, shape=(30, 40))
-    assert small._cap_r == 4
+    assert small._bufs.cap_r == 4
     rng = np.random.default_rng(2)
     xs, ds = rng.uniform(0, 1, (5, 40)), rng.normal(0, 0.1, (5, 30))
     big.update(xs, ds, 0.1)
     small.update(xs, ds, 0.1)
-    assert small._cap_r > 4 and small._cap_c > 4
+    assert small._bufs.cap_r > 4 and small._bufs.cap_c > 4
     assert np.array_equal(big.weights, small.weights)
 
 

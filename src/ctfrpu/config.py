@@ -78,9 +78,11 @@ class OptimConfig(_Strict):
 
 
 class DeviceConfig(_Strict):
-    kind: Literal["fp", "ideal", "ctf"] = "fp"
-    """'fp': floating-point weights (software baseline); 'ideal': constant-step device that
-    conserves program time (aihwkit ConstantStep); 'ctf': our CTF program-time model."""
+    kind: str = "fp"
+    """'fp': floating-point weights (software baseline), or a registered device kind
+    (``ctfrpu.devices.registry.DEVICES``: 'ideal' constant-step device that conserves program time,
+    aihwkit ConstantStep; 'ctf' our CTF program-time model; 'softbounds'); checked against the
+    registry by ``check_run_physics`` before a run starts."""
     params_file: str | None = None
     """TOML/JSON file of device parameters (e.g. written by ``ctfrpu device fit``)."""
     params: dict[str, float | int | bool | str] = Field(default_factory=dict)
@@ -131,6 +133,10 @@ class UpdateConfig(_Strict):
     """Shorten the train when few pulses are needed (aihwkit); pw is kept, only slots are dropped."""
     noise_scale: float = Field(default=1.0, ge=0)
     """Multiplier of the Gaussian noise in 'gaussian' mode (1 = matched to the exact mode)."""
+    timing: str = "slot"
+    """Timing model of a cell's coincidences within an update (OUR models, ``ctfrpu.devices.timing``):
+    'slot' (at their slot of the train; default), 'burst' (back to back, t_gap apart), 'train'
+    (each with the per-pulse mean change of a fully-ON train); checked by ``check_run_physics``."""
 
 
 class CompensationConfig(_Strict):

@@ -1,10 +1,12 @@
 """A crossbar tile: analog forward/backward and the stochastic pulse-train update.
 
-:class:`AnalogTile` holds an (out_size x in_size) array of devices (ideal or CTF). The training
+:class:`AnalogTile` holds an (out_size x in_size) array of devices of any registered kind (a
+device is a plug-in: docs/architecture.md; the tile never branches on its kind). The training
 engine computes the MVMs itself with BLAS on :attr:`AnalogTile.weights` (always current, updated
 in place by the update kernels) and calls :meth:`AnalogTile.update` once per sample.
+:meth:`AnalogTile.from_config` is the one road from a run config to a tile.
 
-The update (science.md §3, aihwkit's vocabulary)::
+The update (docs/science.md §3, aihwkit's vocabulary; N is the pulse count, aihwkit's BL)::
 
     dw_min = device.nominal_dw(train.pw)             program-time-conserving step of one pulse
     BL     = N, or with update_bl_management min(N, ceil(lr gain max|x| max|d| / dw_min))
@@ -30,11 +32,10 @@ kernel), 'expected' (the device's exact mean update of the train, noise-free), '
 (expected + independent Gaussian noise per cell of the exact mode's variance -- OUR approximation,
 see :mod:`ctfrpu.kernels.expected`).
 
-Time (CTF relaxation). Sample u's train starts at u * train.duration on the tile's clock (OUR
-choice: trains back to back, each lasting the full N slots, also with BL management). With
-``CTFDevice.carry_enhancement=False`` (default) every update starts fully relaxed (e = 0);
-with True a cell's first pulse of an update starts from its previous e relaxed over the real
-off time since its previous pulse. The expected and Gaussian modes always start from e = 0.
+Time. Sample u's train starts at u * train.duration on the tile's clock (OUR choice: trains back
+to back, each lasting the full N slots, also with BL management). Where a cell's coincidences sit
+in time within an update is the timing model's (``update.timing``, :mod:`ctfrpu.devices.timing`:
+'slot' by default, 'burst', 'train'); devices with memory (CTF) read it, memoryless ones ignore it.
 
 Random numbers: everything derives from the tile's ``np.random.Generator``: the device-to-device
 draws and one base seed at construction, and the forward/backward output noise. The kernels' own
@@ -62,28 +63,22 @@ import numpy as np
 
 from .config import IOConfig, UpdateConfig
 from .devices.pulses import PulseTrain
+from .devices.registry import device_kind
+from .devices.timing import timing_model
 from .errors import CtfrpuError
-from .kernels import ctfmath
-from .kernels.cells import (C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT, CTF_FIELDS, I_HI, I_LO, I_SCALE, IDEAL_FIELDS,
-                            aligned_records)
 from .kernels import exact as kx
-from .kernels import expected as ke
-from .kernels import rng as krng
-from .kernels.trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, check_batch, check_sample, count_coincidences
+from .kernels.bundle import TrainBuffers, make_ctl
+from .kernels.cells import aligned_records
+from .kernels.trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, check_sample, count_coincidences
 
-EVENT_FIELDS_IDEAL = [("row", np.int32), ("col", np.int32), ("slot", np.int32), ("time_s", np.float64),
-                      ("sign", np.int8), ("dw", np.float64)]
-EVENT_FIELDS_CTF = EVENT_FIELDS_IDEAL + [("dvt_V", np.float64), ("e0", np.float64)]
-EVENT_DTYPE_IDEAL = np.dtype(EVENT_FIELDS_IDEAL)
-"""Pulse events of :meth:`AnalogTile.trace_update` (ideal device): row = input index i, col =
-output index j, slot k, time_s = k * period (start of the pulse, from the train's start), sign
-+1 potentiate / -1 depress, dw = weight change of the cell (after bounds)."""
-EVENT_DTYPE_CTF = np.dtype(EVENT_FIELDS_CTF)
-"""As :data:`EVENT_DTYPE_IDEAL` plus dvt_V (V_T change, volts) and e0 (enhancement at the pulse's
-start, after relaxation) for the CTF device."""
-
-_INITIAL_CAPACITY = 16384
-
+EVENT_FIELDS = [("row", np.int32), ("col", np.int32), ("slot", np.int32), ("time_s", np.float64),
+                ("sign", np.int8), ("dw", np.float64)]
+"""Pulse events of :meth:`AnalogTile.trace_update`: row = input index i, col = output index j, slot
+k, time_s = k * period (start of the slot, from the train's start), sign +1 potentiate / -1
+depress, dw = weight change of the cell (after bounds); a device may add fields (CTF: dvt_V, the
+V_T change in volts, and e0, the enhancement at the pulse's start after relaxation)."""
+EVENT_DTYPE_IDEAL = np.dtype(EVENT_FIELDS)
+EVENT_DTYPE_CTF = np.dtype(EVENT_FIELDS + [("dvt_V", np.float64), ("e0", np.float64)])
 
 
 def _as_int(v, what: str) -> int:
@@ -95,20 +90,18 @@ def _as_int(v, what: str) -> int:
 class AnalogTile:
     """Crossbar of ``out_size x in_size`` devices with the stochastic pulse-train update.
 
-    Parameters: ``device`` an :class:`~ctfrpu.devices.IdealDevice` or
-    :class:`~ctfrpu.devices.CTFDevice`; ``train`` the pulse-train design; ``update`` and ``io``
-    from :mod:`ctfrpu.config`; ``rng`` the generator every random draw of the tile comes from;
-    ``w0`` initial weights (out, in) (clipped to the device window; default 0); ``gain``
-    multiplies A*B (the hook of the compensation technique; settable later, ``tile.gain = g``).
+    Parameters: ``device`` a device of a registered kind (:func:`ctfrpu.devices.registry.device_kind`);
+    ``train`` the pulse-train design; ``update`` and ``io`` from :mod:`ctfrpu.config` (``update.timing``
+    names the timing model); ``rng`` the generator every random draw of the tile comes from; ``w0``
+    initial weights (out, in) (clipped to the device window; default 0); ``gain`` multiplies A*B
+    (the hook of the compensation technique; settable later, ``tile.gain = g``).
     """
 
     def __init__(self, out_size: int, in_size: int, device, train: PulseTrain, update: UpdateConfig,
                  io: IOConfig, rng: np.random.Generator, w0: np.ndarray | None = None, gain: float = 1.0):
         self.out_size = _as_int(out_size, "out_size")
         self.in_size = _as_int(in_size, "in_size")
-        kind = getattr(device, "kind", None)
-        if kind not in ("ideal", "ctf"):
-            raise CtfrpuError(f"AnalogTile: device must be an IdealDevice or CTFDevice, got {type(device).__name__}")
+        kind = device_kind(device)
         if not isinstance(train, PulseTrain):
             raise CtfrpuError(f"AnalogTile: train must be a PulseTrain, got {type(train).__name__}")
         if not isinstance(update, UpdateConfig):
@@ -124,80 +117,58 @@ class AnalogTile:
                 raise CtfrpuError(f"AnalogTile: w0 has shape {w0.shape}, expected {shape}")
             if not np.all(np.isfinite(w0)):
                 raise CtfrpuError("AnalogTile: w0 contains NaN or inf")
+        self.dw_min = float(device.nominal_dw(train.pw))
+        """Program-time-conserving step of one pulse of width pw (aihwkit's dw_min)."""
+        if not (0.0 < self.dw_min < math.inf):
+            raise CtfrpuError(f"AnalogTile: the device's step per pulse dw_min = {self.dw_min!r} at pw = "
+                              f"{train.pw:g} s is not a finite positive number; check the device parameters")
         self.device = device
         self.kind = kind
         self.train = train
         self.update_config = update
+        self.timing = timing_model(update.timing)
         self.io = io
         self.rng = rng
         self.gain = gain
 
         st = device.init_state(shape, rng, w0)
+        plan = device.plan(shape, train, self.timing)
+        self._plan = plan
         self._w = aligned_records(shape, 1)[..., 0]      # C-contiguous (fields = 1), huge pages if large
         self._w[...] = st.w
-        if kind == "ctf":
-            cells = aligned_records(shape, CTF_FIELDS)
-            names = {"vt": C_VT, "e": C_E, "t_last": C_TLAST, "rate_scale": C_KS, "lo": C_LO, "hi": C_HI}
-        else:
-            cells = aligned_records(shape, IDEAL_FIELDS)
-            names = {"rate_scale": I_SCALE, "lo": I_LO, "hi": I_HI}
-        for name, k in names.items():
+        cells = aligned_records(shape, plan.n_fields)
+        for k, name in enumerate(plan.fields):
             cells[..., k] = getattr(st, name)
         self._cells = cells
-        self.state = st.replace(w=self._w, **{name: cells[..., k] for name, k in names.items()})
+        self.state = st.replace(w=self._w, **{name: cells[..., k] for k, name in enumerate(plan.fields)})
         """The device state, updated in place: ``state.w`` is the weights' base array, the other
         fields are strided views of the per-cell records (:mod:`ctfrpu.kernels.cells`)."""
         self._w_ro = self._w.view()
         self._w_ro.flags.writeable = False
 
-        self.dw_min = float(device.nominal_dw(train.pw))
-        if not (0.0 < self.dw_min < math.inf):
-            raise CtfrpuError(f"AnalogTile: the device's step per pulse dw_min = {self.dw_min!r} at pw = "
-                              f"{train.pw:g} s is not a finite positive number; check the device parameters")
-        """Program-time-conserving step of one pulse of width pw (aihwkit's dw_min)."""
-        n = train.n
-        self._n = n
+        self._n = train.n
         self._clock = 0.0
         self._stats = np.zeros(kx.N_STATS, dtype=np.float64)
         self._base_seed = int(rng.integers(0, 2**63))
         self._counter = 0
-        # per-sample buffers
-        self._p = np.zeros(self.in_size)
-        self._sx = np.zeros(self.in_size)
-        self._q = np.zeros(self.out_size)
-        self._sd = np.zeros(self.out_size)
-        nu = max(self.in_size, self.out_size)
-        self._buf_i = np.zeros(3 * nu + 2 + n, dtype=np.int32)
-        self._buf_f = np.zeros(2 * nu)
-        self._col_ptr = np.zeros(self.out_size + 1, dtype=np.int64)
-        self._slot_ptr = np.zeros(n + 1, dtype=np.int64)
-        self._slot_cursor = np.zeros(n, dtype=np.int64)
-        self._smap = np.zeros(n, dtype=np.int32)
-        self._rows_idx = np.zeros(self.in_size, dtype=np.int64)
-        self._cols_idx = np.zeros(self.out_size, dtype=np.int64)
-        self._max_r = (n + 1) * self.in_size          # event capacity that always suffices
-        self._max_c = (n + 1) * self.out_size
-        self._cap_r = min(self._max_r, _INITIAL_CAPACITY)
-        self._cap_c = min(self._max_c, _INITIAL_CAPACITY)
-        self._alloc_rows()
-        self._alloc_cols()
-        self._rs = krng.new_state()
-        self._pack()
-        if kind == "ideal":
-            self._dw_pulse = float(device.rate * train.pw)
-            self._std = float(device.dw_min_std)
-        else:
-            self._cst = ctfmath.sign_consts(device.kernel_params(), train.pw)
-            self._mi = ctfmath.int_exponent(device.bound_exponent)
-            self._var_tabs: dict[int, np.ndarray] = {}
-            self._no_tab = np.zeros((2, ke.VAR_GRID + 1))
-            g = np.arange(n + 1, dtype=np.float64)
-            dec = np.exp(-(g * train.period - train.pw) / device.tau_off)
-            dec[0] = 1.0
-            self._dec = dec
-            self._last_row = np.zeros(self.in_size, dtype=np.int64)
-            self._stamp_row = np.full(self.in_size, -1, dtype=np.int64)
-            self._stamp_counter = np.zeros(1, dtype=np.int64)
+        self._bufs = TrainBuffers(self.out_size, self.in_size, train.n)
+        self._event_dtype = np.dtype(EVENT_FIELDS + list(plan.event_fields))
+
+    @classmethod
+    def from_config(cls, cfg, w0: np.ndarray, rng: np.random.Generator) -> "AnalogTile":
+        """The tile of a :class:`ctfrpu.config.RunConfig` for initial weights ``w0`` (out, in): its
+        device (registry, parameter file, overrides), pulse train, update mode and timing, I/O
+        periphery and compensation gain -- the one road from a config to a tile (training runner,
+        update statistics, the nn layer's run configs and the config's physics check use it)."""
+        from .design.compensation import compensation_gain
+        from .devices.registry import check_run_physics
+
+        device, train = check_run_physics(cfg.device, cfg.pulses, cfg.update)
+        if device is None:
+            raise CtfrpuError("device.kind = 'fp' has no analog tile")
+        gain = float(compensation_gain(device, train, cfg)) if cfg.compensation.kind != "none" else 1.0
+        out_size, in_size = np.shape(w0)
+        return cls(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -237,7 +208,7 @@ class AnalogTile:
 
     def __repr__(self) -> str:
         return (f"AnalogTile({self.out_size}x{self.in_size}, device={self.kind}, {self.train.describe()}, "
-                f"mode={self.update_config.mode}, gain={self.gain:g})")
+                f"mode={self.update_config.mode}, timing={self.timing.name}, gain={self.gain:g})")
 
     # -- weights ------------------------------------------------------------------------------
 
@@ -246,34 +217,27 @@ class AnalogTile:
         return self._w.copy()
 
     def set_weights(self, w: np.ndarray) -> None:
-        """Program the weights (clipped to each cell's window). For the CTF device V_T is set and
-        the cell left fully relaxed (e = 0, no pulse history)."""
+        """Program the weights, clipped to each cell's window (the device's ``program``: the CTF
+        device sets V_T and leaves the cell fully relaxed, e = 0, no pulse history)."""
         w = np.asarray(w, dtype=np.float64)
         if w.shape != self._w.shape:
             raise CtfrpuError(f"set_weights: shape {w.shape}, expected {self._w.shape}")
         if not np.all(np.isfinite(w)):
             raise CtfrpuError("set_weights: weights contain NaN or inf")
-        st = self.state
-        if self.kind == "ideal":
-            np.clip(w, st.lo, st.hi, out=self._w)
-        else:
-            dev = self.device
-            np.clip(dev.vt_ref + dev.v_unit * w, st.lo, st.hi, out=st.vt)
-            np.subtract(st.vt, dev.vt_ref, out=self._w)
-            self._w /= dev.v_unit
-            st.e.fill(0.0)
-            st.t_last.fill(-np.inf)
+        self.device.program(self.state, w)
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    _STATE_ARRAYS = ("_w", "_cells", "_stats", "_last_row", "_stamp_row", "_stamp_counter")
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        return {"_w": self._w, "_cells": self._cells, "_stats": self._stats, **self._plan.state}
 
     def state_dict(self) -> dict:
         """Everything an update depends on that changes during training (copies): weights, per-cell
-        device records, tile clock, sample counter (the pulse streams are seeded from it), the
-        generator, gain and counters. Scratch buffers are rewritten every sample and not included.
-        ``load_state_dict`` on a tile built with the same arguments continues bit-identically."""
-        out = {name: getattr(self, name).copy() for name in self._STATE_ARRAYS if hasattr(self, name)}
+        device records, the device plan's per-tile state, tile clock, sample counter (the pulse
+        streams are seeded from it), the generator, gain and counters. Scratch buffers are rewritten
+        every sample and not included. ``load_state_dict`` on a tile built with the same arguments
+        continues bit-identically."""
+        out = {name: a.copy() for name, a in self._state_arrays().items()}
         out.update(kind=self.kind, shape=(self.out_size, self.in_size), n=self._n, clock=self._clock,
                    counter=self._counter, base_seed=self._base_seed, gain=self._gain,
                    rng=self.rng.bit_generator.state)
@@ -285,9 +249,8 @@ class AnalogTile:
                 or state.get("n") != self._n:
             raise CtfrpuError(f"load_state_dict: state of a {state.get('kind')} tile {state.get('shape')} with "
                               f"N={state.get('n')} does not fit {self!r}")
-        for name in self._STATE_ARRAYS:
-            if hasattr(self, name):
-                getattr(self, name)[...] = state[name]
+        for name, a in self._state_arrays().items():
+            a[...] = state[name]
         self._clock = float(state["clock"])
         self._counter = int(state["counter"])
         self._base_seed = int(state["base_seed"])
@@ -366,33 +329,16 @@ class AnalogTile:
                               f"update.update_management = true")
         raise CtfrpuError(f"update: internal kernel status {status}")  # pragma: no cover
 
-    def _alloc_rows(self) -> None:
-        self._ev_unit_r = np.zeros(self._cap_r, dtype=np.int32)
-        self._ev_slot_r = np.zeros(self._cap_r, dtype=np.int32)
-        self._slot_rows = np.zeros(self._cap_r, dtype=np.int32)
-
-    def _alloc_cols(self) -> None:
-        self._ev_unit_c = np.zeros(self._cap_c, dtype=np.int32)
-        self._ev_slot_c = np.zeros(self._cap_c, dtype=np.int32)
-        self._col_slots = np.zeros(self._cap_c, dtype=np.int32)
-
-    def _pack(self) -> None:
-        """The buffer arguments of the kernels' ``draw_sample``, in order."""
-        self._dbuf = (self._p, self._q, self._sx, self._sd, self._buf_i, self._buf_f, self._ev_unit_r,
-                      self._ev_slot_r, self._slot_ptr, self._slot_cursor, self._slot_rows, self._ev_unit_c,
-                      self._ev_slot_c, self._col_ptr, self._col_slots, self._smap, self._rs)
-
     def _grow(self, status: int) -> None:
-        full = self._cap_r >= self._max_r if status == kx.ST_CAP_ROWS else self._cap_c >= self._max_c
-        if full:    # the capacity always suffices; never loop on a kernel fault
+        if not self._bufs.grow(rows=status == kx.ST_CAP_ROWS):
+            # the bound always suffices; never loop on a kernel fault
             raise CtfrpuError(f"update: internal kernel fault (event buffer full at its bound, status {status})")
-        if status == kx.ST_CAP_ROWS:
-            self._cap_r = min(2 * self._cap_r, self._max_r)
-            self._alloc_rows()
-        else:
-            self._cap_c = min(2 * self._cap_c, self._max_c)
-            self._alloc_cols()
-        self._pack()
+
+    def _ctl(self, lrg: float, start: int = 0) -> tuple:
+        uc = self.update_config
+        return make_ctl(self._base_seed, self._counter, start, lrg, self.dw_min, self._n, uc.update_management,
+                        uc.update_bl_management, self._clock, self.train.duration, uc.mode == "gaussian",
+                        uc.noise_scale)
 
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
         """Apply the stochastic pulsed update, E[dW] = -lr * gain * outer(d, x) (ideal device).
@@ -404,23 +350,11 @@ class AnalogTile:
         X, D = self._batch(x, d)
         lrg = self._lrg(lr)
         nb = X.shape[0]
-        counter = self._counter
-        uc = self.update_config
-        um, blm = bool(uc.update_management), bool(uc.update_bl_management)
-        if uc.mode == "exact":
+        plan = self._plan
+        if self.update_config.mode == "exact":
             start = 0
             while True:
-                if self.kind == "ideal":
-                    st, b = kx.update_exact_ideal(
-                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._dw_pulse,
-                        self._std, self._w, self._cells, *self._dbuf, self._stats)
-                else:
-                    dev = self.device
-                    st, b = kx.update_exact_ctf(
-                        X, D, self._base_seed, counter, start, lrg, self.dw_min, self._n, um, blm, self._clock,
-                        self.train.duration, self._w, self._cells, self._cst, self._mi, self.train.pw,
-                        self.train.period, bool(dev.carry_enhancement), self._dec, dev.tau_off, dev.vt_ref,
-                        dev.v_unit, self._last_row, self._stamp_row, self._stamp_counter, *self._dbuf, self._stats)
+                st, b = plan.exact(X, D, self._ctl(lrg, start), self._w, self._cells, self._bufs.args, self._stats)
                 if st == ST_OK:
                     break
                 if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):
@@ -429,51 +363,18 @@ class AnalogTile:
                     continue
                 self._raise(st, b, X, D, lrg, nb)
         else:
-            gauss = uc.mode == "gaussian"
-            if self.kind == "ideal":
-                st, b = ke.update_expected_ideal(
-                    X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._dw_pulse, self._std, self._w,
-                    self._cells, self._p, self._q, self._sx, self._sd,
-                    self._rows_idx, self._cols_idx, gauss, float(uc.noise_scale), self._rs, self._stats)
-            elif not (gauss and blm):
-                st, b = self._expected_ctf(X, D, counter, lrg, um, blm, gauss, self._n)
-            else:   # Gaussian CTF with BL management: each sample needs the variance table of its BL
-                st, b = check_batch(X, D, lrg, self.dw_min, self._n, um, blm)
-                for k in range(nb if st == ST_OK else 0):
-                    bl = int(ke.sample_bl(X[k], D[k], lrg, self.dw_min, self._n, blm))
-                    if bl == 0:
-                        self._stats[kx.S_UPDATES] += 1
-                        continue
-                    st, b = self._expected_ctf(X[k:k + 1], D[k:k + 1], counter + k, lrg, um, blm, gauss, bl)
+            st, b = plan.expected(X, D, self._ctl(lrg), self._w, self._cells, self._bufs.args, self._stats)
             if st != ST_OK:
                 self._raise(st, b, X, D, lrg, nb)
         self._clock += nb * self.train.duration
         self._counter += nb
 
-    def _var_table(self, bl: int) -> np.ndarray:
-        tab = self._var_tabs.get(bl)
-        if tab is None:
-            dev, tr = self.device, self.train
-            tab = ke.ctf_var_table(self._cst, max(bl, 1), math.exp(-tr.gap / dev.tau_off),
-                                   math.exp(-tr.period / dev.tau_off))
-            self._var_tabs[bl] = tab
-        return tab
-
-    def _expected_ctf(self, X, D, counter, lrg, um, blm, gauss, bl):
-        dev = self.device
-        tab = self._var_table(bl) if gauss else self._no_tab
-        return ke.update_expected_ctf(
-            X, D, self._base_seed, counter, lrg, self.dw_min, self._n, um, blm, self._w, self._cells,
-            self._cst, self._mi, self.train.pw, self.train.gap, dev.tau_off, dev.vt_ref, dev.v_unit, self._p,
-            self._q, self._sx, self._sd, self._rows_idx, self._cols_idx, gauss, float(self.update_config.noise_scale),
-            tab, self._rs, self._stats)
-
     def trace_update(self, x: np.ndarray, d: np.ndarray, lr: float) -> np.ndarray:
         """Apply ONE exact-mode update (x (in,), d (out,)) and return its pulse events.
 
-        Returns a structured array (:data:`EVENT_DTYPE_IDEAL` or :data:`EVENT_DTYPE_CTF`), one
-        record per pulse applied to a cell, ordered by column then slot then row (each cell's pulses
-        in time order). The update applied -- and the generator draws used -- are exactly those of
+        Returns a structured array (:data:`EVENT_FIELDS` plus the device's own fields), one record
+        per pulse applied to a cell, ordered by column then slot then row (each cell's pulses in
+        time order). The update applied -- and the generator draws used -- are exactly those of
         :meth:`update` with the same generator state.
         """
         if self.update_config.mode != "exact":
@@ -486,58 +387,33 @@ class AnalogTile:
         X, D = self._batch(x, d)
         lrg = self._lrg(lr)
         uc = self.update_config
-        um, blm = bool(uc.update_management), bool(uc.update_bl_management)
-        st, _, _ = check_sample(X[0], D[0], lrg, self.dw_min, self._n, um, blm)
+        st, _, _ = check_sample(X[0], D[0], lrg, self.dw_min, self._n, uc.update_management, uc.update_bl_management)
         if st != ST_OK:
             self._raise(st, 0, X, D, lrg, 1)
+        ctl = self._ctl(lrg)
         while True:
-            st, bl, clipped, er, ec = kx.draw_sample(
-                X[0], D[0], self._base_seed, self._counter, lrg, self.dw_min, self._n, um, blm, *self._dbuf)
+            st, bl, clipped, er, ec = kx.draw_sample(X[0], D[0], ctl, 0, self._bufs.args)
             if st == ST_OK:
                 break
             self._grow(st)
-        dtype = EVENT_DTYPE_IDEAL if self.kind == "ideal" else EVENT_DTYPE_CTF
         self._stats[kx.S_UPDATES] += 1
         self._counter += 1
-        if bl == 0:
-            self._clock += self.train.duration
-            return np.zeros(0, dtype=dtype)
-        m = count_coincidences(self._col_ptr, self._col_slots, self.out_size, self._slot_ptr)
-        r_row = np.empty(m, dtype=np.int64)
-        r_col = np.empty(m, dtype=np.int64)
-        r_slot = np.empty(m, dtype=np.int64)
-        r_sign = np.empty(m)
-        r_dw = np.empty(m)
-        if self.kind == "ideal":
-            cnt = kx.apply_ideal(self._w, self._cells, self._dw_pulse,
-                                 self._std, self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr,
-                                 self._col_slots, self._rs, self._stats[kx.S_SINK:], True, r_row, r_col, r_slot,
-                                 r_sign, r_dw)
-        else:
-            dev = self.device
-            r_dvt = np.empty(m)
-            r_e0 = np.empty(m)
-            cnt = kx.apply_ctf(self._w, self._cells, self._cst, self._mi,
-                               self.train.pw, self.train.period, self._clock, bool(dev.carry_enhancement), self._dec, dev.tau_off,
-                               dev.vt_ref, dev.v_unit, self._last_row, self._stamp_row, int(self._stamp_counter[0]),
-                               self._sx, self._sd, self._slot_ptr, self._slot_rows, self._col_ptr, self._col_slots,
-                               self._rs, self._stats[kx.S_SINK:], True, r_row, r_col, r_slot, r_sign, r_dw, r_dvt,
-                               r_e0)
-            self._stamp_counter[0] += self.out_size
-        assert cnt == m
-        self._stats[kx.S_COINC] += cnt
-        self._stats[kx.S_ROW_PULSES] += er
-        self._stats[kx.S_COL_PULSES] += ec
-        self._stats[kx.S_CLIPPED] += int(clipped)
+        t0 = self._clock
         self._clock += self.train.duration
-        ev = np.zeros(m, dtype=dtype)
-        ev["row"] = r_row
-        ev["col"] = r_col
-        ev["slot"] = r_slot
-        ev["time_s"] = r_slot * self.train.period
-        ev["sign"] = r_sign
-        ev["dw"] = r_dw
-        if self.kind == "ctf":
-            ev["dvt_V"] = r_dvt
-            ev["e0"] = r_e0
+        if bl == 0:
+            return np.zeros(0, dtype=self._event_dtype)
+        bufs = self._bufs
+        m = count_coincidences(bufs.col_ptr, bufs.col_slots, self.out_size, bufs.slot_ptr)
+        n_extra = len(self._plan.event_fields)
+        out = (np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m), np.empty(m),
+               np.empty(m if n_extra > 0 else 0), np.empty(m if n_extra > 1 else 0))
+        cnt = self._plan.apply(self._w, self._cells, bufs.args, t0, self._stats[kx.S_SINK:], out)
+        assert cnt == m
+        kx.account(self._stats, cnt, er, ec, clipped)
+        ev = np.zeros(m, dtype=self._event_dtype)
+        for name, a in zip(("row", "col", "slot", "sign", "dw"), out):
+            ev[name] = a
+        ev["time_s"] = out[2] * self.train.period
+        for (name, _), a in zip(self._plan.event_fields, out[5:]):
+            ev[name] = a
         return ev

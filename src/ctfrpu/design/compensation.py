@@ -46,6 +46,8 @@ import math
 
 import numpy as np
 
+from ..devices.timing import timing_model
+
 from ..errors import CtfrpuError
 
 U_TYP = 0.2
@@ -59,13 +61,13 @@ N = 1000, lr = 0.01 with our preset; :mod:`ctfrpu.design.helper` reports it as `
 _MAX_ITER = 50
 
 
-def efficiency(device, train, prob, sign: float = 1.0) -> np.ndarray:
-    """Program efficiency r(P) of ``device`` for ``train`` (1 for devices that conserve program time)."""
+def efficiency(device, train, prob, sign: float = 1.0, timing: str = "slot") -> np.ndarray:
+    """Program efficiency r(P) of ``device`` for ``train`` under a timing model (the device's
+    ``program_efficiency``; 1 for devices that conserve program time)."""
     prob = np.asarray(prob, dtype=np.float64)
-    if not hasattr(device, "program_efficiency"):
-        return np.ones_like(prob)
     p = np.clip(prob, 1e-12, 1.0)
-    return np.asarray(device.program_efficiency(p, train, sign), dtype=np.float64)
+    tm = None if timing == "slot" else timing_model(timing)
+    return np.asarray(device.program_efficiency(p, train, sign, timing=tm), dtype=np.float64)
 
 
 def base_probability(device, train, lr: float, u: float) -> float:
@@ -76,16 +78,14 @@ def base_probability(device, train, lr: float, u: float) -> float:
     return lr * u / (train.n * dw)
 
 
-def gain_for(device, train, lr: float, u_typ: float = U_TYP) -> tuple[float, float, float]:
+def gain_for(device, train, lr: float, u_typ: float = U_TYP, timing: str = "slot") -> tuple[float, float, float]:
     """Solve eqs. (1)-(2): returns (g, r_bar, P_typ) with P_typ the compensated typical probability."""
-    if not hasattr(device, "program_efficiency"):
-        return 1.0, 1.0, min(1.0, base_probability(device, train, lr, u_typ))
     p0 = base_probability(device, train, lr, u_typ)
     g = 1.0
     for _ in range(_MAX_ITER):
         p = min(1.0, g * p0)
-        r_plus = float(efficiency(device, train, p, +1.0))
-        r_minus = float(efficiency(device, train, p, -1.0))
+        r_plus = float(efficiency(device, train, p, +1.0, timing))
+        r_minus = float(efficiency(device, train, p, -1.0, timing))
         if not (r_plus > 0 and r_minus > 0):
             raise CtfrpuError(f"compensation: the device programs nothing with {train.describe()} "
                               f"(efficiency {r_plus:.3g}/{r_minus:.3g}); no gain can compensate it")
@@ -108,7 +108,8 @@ def compensation_gain(device, train, cfg, u_typ: float | None = None) -> float:
     lr = float(cfg.optim.lr) if cfg is not None else 0.01
     if u_typ is None:
         u_typ = float(cfg.compensation.u_typ) if cfg is not None else U_TYP
-    g, _, _ = gain_for(device, train, lr, u_typ)
+    timing = cfg.update.timing if cfg is not None else "slot"
+    g, _, _ = gain_for(device, train, lr, u_typ, timing)
     if not (math.isfinite(g) and g > 0):
         raise CtfrpuError(f"compensation: gain is not finite for {train.describe()}")
     return float(g)

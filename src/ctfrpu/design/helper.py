@@ -1,6 +1,6 @@
 """Design helper: predicted bias and variance of one cell's update over a grid of (N, t_gap).
 
-OUR reconstruction (science.md §4, "choose N and t_gap to minimise predicted bias^2 + variance").
+OUR reconstruction (docs/science.md §4, "choose N and t_gap to minimise predicted bias^2 + variance").
 
 Exact moments of one train (our model, s(V_T) frozen at the window centre, no clipping)
 --------------------------------------------------------------------------------------
@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..devices import PulseTrain
+from ..devices.timing import timing_model
 from ..errors import CtfrpuError
 from ..units import format_time
 from .compensation import U_TYP, base_probability, gain_for
@@ -61,30 +62,19 @@ DEFAULT_GAPS = (1e-7, 1e-6, 1e-5, 1e-4)
 # ----------------------------------------------------------------------------------- moments
 
 
-def _pulse_coeffs(device, train: PulseTrain, sign: float):
-    """(u0, v, c, d_gap, d_T, cv) of one pulse in weight units; ideal device: v = 0, c = 1."""
-    if not hasattr(device, "program_efficiency"):
-        std = float(getattr(device, "dw_min_std", 0.0))
-        return float(device.nominal_dw(train.pw)), 0.0, 1.0, 1.0, 1.0, std
-    if sign > 0:
-        kappa, a, tau_on, t_d = device.kappa_p, device.a_p, device.tau_on_p, device.t_d_p
-    else:
-        kappa, a, tau_on, t_d = device.kappa_e, device.a_e, device.tau_on_e, device.t_d_e
-    w = max(train.pw - t_d, 0.0)
-    c = math.exp(-w / tau_on)
-    u0 = kappa * ((1.0 + a) * w - a * tau_on * (1.0 - c)) / device.v_unit
-    v = kappa * a * tau_on * (1.0 - c) / device.v_unit
-    return (u0, v, c, math.exp(-train.gap / device.tau_off), math.exp(-train.period / device.tau_off),
-            float(device.dv_std))
+def _pulse_coeffs(device, train: PulseTrain, sign: float, timing: str = "slot"):
+    """(u0, v, c, d_gap, d_T, cv) of one pulse in weight units: the device's ``moment_coeffs`` for
+    the timing model (memoryless devices: v = 0, c = 1)."""
+    return device.moment_coeffs(train, timing_model(timing), sign)
 
 
-def train_moments(device, train: PulseTrain, prob, sign: float = 1.0, e_init: float = 0.0):
+def train_moments(device, train: PulseTrain, prob, sign: float = 1.0, e_init: float = 0.0, timing: str = "slot"):
     """Exact (mean, variance) of one cell's weight change (magnitude) for a train with per-slot
     coincidence probability ``prob`` (array), by the moment recursion of the module docstring."""
     prob = np.atleast_1d(np.asarray(prob, dtype=np.float64))
     if np.any((prob < 0) | (prob > 1)):
         raise CtfrpuError("design: coincidence probabilities must lie in [0, 1]")
-    u0, v, c, dg, dt, cv = _pulse_coeffs(device, train, sign)
+    u0, v, c, dg, dt, cv = _pulse_coeffs(device, train, sign, timing)
     P = prob
     Q = 1.0 - P
     k = len(P)

@@ -4,11 +4,12 @@ Only the abstracts of Shrivastava et al. (arXiv:2307.06088, arXiv:2402.09792) ar
 state three trends at fixed total ON time: (1) splitting the ON time into more, shorter pulses
 loses V_T shift, (2) the shift collapses for pw < ~2 us, (3) smaller gaps recover the loss, and a
 mechanism: a transient tunnelling-field enhancement from blocking-oxide trap-charge dynamics.
-The equations below are our model of that mechanism (science.md §4), not the papers'.
+The equations below are our model of that mechanism (docs/science.md §4), not the papers'.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,6 +199,55 @@ class CTFDevice:
                          self.tau_on_e, self.t_d_e, self.tau_off, m, 1.0 - 0.5 ** m, self.dv_std,
                          self.vt_ref, self.v_unit], dtype=np.float64)
 
+    def pulse_constants(self, pw: float, sign: float = 1.0) -> tuple[float, float, float, float]:
+        """(kappa, lin, aq, c) of one pulse of width pw and polarity ``sign`` -- the closed form's
+        constants, computed here only (kernels, design helper and expected modes call this):
+        w = max(pw - t_d, 0), c = exp(-w / tau_on), lin = (1 + a) w - a tau_on (1 - c),
+        aq = a tau_on (1 - c), so that dV = sign kappa kscale s (lin + aq e0)."""
+        if sign > 0:
+            kappa, a, tau_on, t_d = self.kappa_p, self.a_p, self.tau_on_p, self.t_d_p
+        else:
+            kappa, a, tau_on, t_d = self.kappa_e, self.a_e, self.tau_on_e, self.t_d_e
+        w = max(pw - t_d, 0.0)
+        c = math.exp(-w / tau_on)
+        return kappa, (1.0 + a) * w - a * tau_on * (1.0 - c), a * tau_on * (1.0 - c), c
+
+    def decay(self, off_time):
+        """Relaxation factor of e over an off time (s): exp(-t / tau_off) (t < 0 counts as 0). The one
+        home of this formula outside the kernels' per-pulse carry-over."""
+        f = np.exp(-np.maximum(np.asarray(off_time, dtype=np.float64), 0.0) / self.tau_off)
+        return float(f) if f.ndim == 0 else f
+
+    # -- plug-in protocol (docs/architecture.md) --------------------------------------------
+
+    def plan(self, shape: tuple[int, int], train, timing):
+        """The tile's per-design plan: records, constants, kernels (:class:`~.ctf_update.CTFPlan`)."""
+        from .ctf_update import CTFPlan
+
+        return CTFPlan(self, shape, train, timing)
+
+    def program(self, state: DeviceState, w: np.ndarray) -> None:
+        """Program weights ``w`` into ``state`` in place (set_weights): V_T set and clipped to each
+        cell's window, the cell left fully relaxed (e = 0, no pulse history)."""
+        np.clip(self.vt_ref + self.v_unit * w, state.lo, state.hi, out=state.vt)
+        np.subtract(state.vt, self.vt_ref, out=state.w)
+        state.w /= self.v_unit
+        state.e.fill(0.0)
+        state.t_last.fill(-np.inf)
+
+    def timing_tables(self, train, timing):
+        """The timing model's tables (:class:`~.timing.TimingTables`) for this device and design."""
+        return timing.tables(self.decay, (self.pulse_constants(train.pw, 1.0)[3],
+                                          self.pulse_constants(train.pw, -1.0)[3]), train)
+
+    def moment_coeffs(self, train, timing, sign: float):
+        """(u0, v, c, d_gap, d_T, cv) of one pulse in weight units for the design helper's moment
+        recursion (dw = (u0 + v e0)(1 + cv xi)), with the timing model's tables applied."""
+        tables = self.timing_tables(train, timing)
+        kappa, lin, aq, c = self.pulse_constants(train.pw, sign)
+        lin, aq = tables.fold(lin, aq, 0 if sign > 0 else 1)
+        return kappa * lin / self.v_unit, kappa * aq / self.v_unit, c, tables.d_gap, tables.d_t, float(self.dv_std)
+
     def nominal_dw(self, pw: float) -> float:
         """Program-time-conserving weight step of one pulse (long-pulse limit, s = 1): the ideal
         device this CTF cell is compared with; dw_min in aihwkit's vocabulary."""
@@ -228,7 +278,7 @@ class CTFDevice:
 
     def relax(self, e: np.ndarray, off_time: np.ndarray) -> np.ndarray:
         """e after an off time (seconds): e exp(-t / tau_off)."""
-        return e * np.exp(-np.maximum(off_time, 0.0) / self.tau_off)
+        return e * self.decay(off_time)
 
     def apply_pulses(self, state: DeviceState, times: np.ndarray, widths: np.ndarray,
                      signs: np.ndarray, rng: np.random.Generator | None = None) -> DeviceState:
@@ -260,8 +310,12 @@ class CTFDevice:
 
     def expected_train_dvt(self, vt: np.ndarray, prob: np.ndarray, sign: np.ndarray, train,
                            kscale: np.ndarray | float = 1.0, lo: np.ndarray | float | None = None,
-                           hi: np.ndarray | float | None = None, e_init: np.ndarray | float = 0.0) -> np.ndarray:
+                           hi: np.ndarray | float | None = None, e_init: np.ndarray | float = 0.0,
+                           timing=None) -> np.ndarray:
         """Exact mean dV_T of one stochastic train (s frozen at the start, no bounds clipping).
+
+        ``timing`` (a model of :mod:`ctfrpu.devices.timing`, default slot) sets d_gap and d_T of the
+        recursion (burst: d_T = 1) and may add a constant e to every pulse (train timing).
 
         Each of the N slots fires independently with probability P. Because dV of a pulse is
         affine in e0 and e evolves affinely, the mean m_t = E[e at slot t] obeys
@@ -284,8 +338,17 @@ class CTFDevice:
         n, pw = train.n, train.pw
         w = np.maximum(pw - t_d, 0.0)
         c = np.exp(-w / tau_on)
-        d_gap = np.exp(-train.gap / self.tau_off)
-        d_t = np.exp(-train.period / self.tau_off)
+        lin = (1 + a) * w - a * tau_on * (1 - c)
+        aq = a * tau_on * (1 - c)
+        if timing is None:
+            d_gap = self.decay(train.gap)
+            d_t = self.decay(train.period)
+        else:
+            tt = self.timing_tables(train, timing)
+            d_gap, d_t = tt.d_gap, tt.d_t
+            if tt.e_add != (0.0, 0.0):
+                lin = lin + aq * np.where(sign > 0, tt.e_add[0], tt.e_add[1])
+                aq = 0.0 * aq
         alpha = prob * c * d_gap + (1 - prob) * d_t
         beta = prob * (1 - c) * d_gap
         one_m_alpha = 1.0 - alpha
@@ -297,7 +360,7 @@ class CTFDevice:
         u = np.clip((vt - lo) / (np.asarray(hi) - lo), 0.0, 1.0)
         m = prm[K_M]
         s = (prog * (1 - u ** m) + (1 - prog) * (1 - (1 - u) ** m)) / prm[K_NORM]
-        return sign * kappa * kscale * s * prob * (n * ((1 + a) * w - a * tau_on * (1 - c)) + a * tau_on * (1 - c) * sum_m)
+        return sign * kappa * kscale * s * prob * (n * lin + aq * sum_m)
 
     def expected_train_dw(self, state: DeviceState, prob: np.ndarray, sign: np.ndarray, train) -> np.ndarray:
         """Mean weight change of one train (window applied to the result)."""
@@ -305,11 +368,13 @@ class CTFDevice:
         vt_new = np.clip(state.vt + dvt, state.lo, state.hi)
         return (vt_new - state.vt) / self.v_unit
 
-    def program_efficiency(self, prob: np.ndarray | float, train, sign: float = 1.0) -> np.ndarray:
+    def program_efficiency(self, prob: np.ndarray | float, train, sign: float = 1.0, timing=None) -> np.ndarray:
         """r = E[dV] / (N P kappa (1 + a) pw): mean programmed fraction of the ideal (conserved)
-        level for a cell that fires with per-slot probability P, at the window centre."""
+        level for a cell that fires with per-slot probability P, at the window centre (``timing``:
+        see :meth:`expected_train_dvt`)."""
         prob = np.asarray(prob, dtype=np.float64)
-        dv = self.expected_train_dvt(np.full(prob.shape, self.vt_ref), prob, np.full(prob.shape, sign), train)
+        dv = self.expected_train_dvt(np.full(prob.shape, self.vt_ref), prob, np.full(prob.shape, sign), train,
+                                     timing=timing)
         kappa, a = (self.kappa_p, self.a_p) if sign > 0 else (self.kappa_e, self.a_e)
         ideal = sign * train.n * np.maximum(prob, 1e-300) * kappa * (1 + a) * train.pw
         return dv / ideal

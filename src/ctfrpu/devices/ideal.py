@@ -6,9 +6,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from ..errors import CtfrpuError
+from ..kernels import exact as kx
+from ..kernels import rng as _rng
+from ..kernels.cells import I_HI, I_LO, I_SCALE
+from ..kernels.expected import active_units
+from ..kernels.trains import ST_OK, check_batch, prepare
 from ..units import parse_time
 from .base import DeviceState, check_pulse_arrays, validate_fields
 
@@ -122,3 +128,146 @@ class IdealDevice:
     def kernel_params(self) -> np.ndarray:
         """Scalar parameters packed for the numba update kernel: [rate, dw_min_std]."""
         return np.array([self.rate, self.dw_min_std], dtype=np.float64)
+
+    # -- plug-in protocol (docs/architecture.md) --------------------------------------------
+
+    def plan(self, shape: tuple[int, int], train, timing) -> "IdealPlan":
+        """The tile's per-design plan (memoryless: the timing model does not matter)."""
+        return IdealPlan(self, train)
+
+    def program(self, state: DeviceState, w: np.ndarray) -> None:
+        """Program weights ``w`` into ``state`` in place (set_weights), clipped to the bounds."""
+        np.clip(w, state.lo, state.hi, out=state.w)
+
+    def program_efficiency(self, prob, train, sign: float = 1.0, timing=None) -> np.ndarray:
+        """r = 1: the mean step of a pulse is the program-time-conserving one (at w = 0)."""
+        return np.ones_like(np.asarray(prob, dtype=np.float64))
+
+    def moment_coeffs(self, train, timing, sign: float):
+        """(u0, v, c, d_gap, d_T, cv) for the design helper: a memoryless step, v = 0."""
+        return float(self.nominal_dw(train.pw)), 0.0, 1.0, 1.0, 1.0, float(self.dw_min_std)
+
+
+# ---------------------------------------------------------------------------- update kernels
+# (numba; common signatures of ctfrpu.kernels.bundle; cells[j, i] = (scale, lo, hi, -))
+
+
+@numba.njit(cache=True)
+def apply(w, cells, dev, bufs, t0, sink, rec, out):
+    """One pulse per coincidence: dw = s dw_pulse scale (1 + std xi), w <- clip(w + dw, lo, hi);
+    returns the number applied. With ``rec`` the events go to ``out``."""
+    dw_pulse, std = dev
+    (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
+    r_row, r_col, r_slot, r_sign, r_dw, _, _ = out
+    acc, n_p = kx.touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    sink[0] += acc
+    z = kx.pulse_normals(std > 0.0, n_p, rs)
+    n_out = w.shape[0]
+    cnt = 0
+    for j in range(n_out):
+        sdj = sd[j]
+        for t in range(col_ptr[j], col_ptr[j + 1]):
+            k = col_slots[t]
+            for r in range(slot_ptr[k], slot_ptr[k + 1]):
+                i = slot_rows[r]
+                s = sx[i] * sdj
+                cell = cells[j, i]
+                dw = s * dw_pulse * cell[I_SCALE]
+                if std > 0.0:
+                    dw *= 1.0 + std * z[cnt]
+                old = w[j, i]
+                nw = min(max(old + dw, cell[I_LO]), cell[I_HI])
+                w[j, i] = nw
+                if rec:
+                    r_row[cnt] = i
+                    r_col[cnt] = j
+                    r_slot[cnt] = k
+                    r_sign[cnt] = s
+                    r_dw[cnt] = nw - old
+                cnt += 1
+    return cnt
+
+
+@numba.njit(cache=True)
+def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
+    """Samples ctl.start..B-1 of a batch in order; see :func:`ctfrpu.devices.ctf_update.update_exact`."""
+    st, bad = kx.check_start(X, D, ctl)
+    if st != ST_OK:
+        return st, bad
+    out = kx.no_record()
+    for b in range(ctl[2], X.shape[0]):
+        st, bl, clipped, er, ec = kx.draw_sample(X[b], D[b], ctl, b, bufs)
+        if st != ST_OK:
+            return st, b
+        stats[kx.S_UPDATES] += 1
+        if bl == 0:
+            continue
+        cnt = apply(w, cells, dev, bufs, 0.0, stats[kx.S_SINK:], False, out)
+        kx.account(stats, cnt, er, ec, clipped)
+    return ST_OK, X.shape[0]
+
+
+@numba.njit(cache=True)
+def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
+    """Mean update BL P dw (and with ctl.gauss Gaussian noise of the exact variance
+    dw^2 BL P (1 - P + dw_min_std^2) per cell) of every sample of a batch, in order."""
+    base, counter, _, lrg, dw_min, n, um, blm, _, _, gauss, noise_scale = ctl
+    (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, rs, rows, cols) = bufs
+    dw_pulse, std = dev
+    st, bad = check_batch(X, D, lrg, dw_min, n, um, blm)
+    if st != ST_OK:
+        return st, bad
+    var_c2c = std * std
+    zbuf = np.empty(rows.size)
+    for b in range(X.shape[0]):
+        bl, work, clipped = prepare(X[b], D[b], lrg, dw_min, n, um, blm, p, q, sx, sd)
+        stats[kx.S_UPDATES] += 1
+        if not work:
+            continue
+        if clipped:
+            stats[kx.S_CLIPPED] += 1
+        if gauss:
+            _rng.seed_stream(rs, base, counter + b)
+        s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
+        nr = active_units(p, rows)
+        ncol = active_units(q, cols)
+        for jj in range(ncol):
+            j = cols[jj]
+            qq = q[j]
+            sdj = sd[j]
+            if gauss:                 # the column's normals first: a tight loop the CPU pipelines well
+                for ii in range(nr):
+                    xi, s0, s1, s2, s3 = _rng.normal_local(s0, s1, s2, s3)
+                    zbuf[ii] = xi
+            for ii in range(nr):
+                i = rows[ii]
+                pp = p[i] * qq
+                cell = cells[j, i]
+                dwc = dw_pulse * cell[I_SCALE]
+                dw = sx[i] * sdj * bl * pp * dwc
+                if gauss:
+                    dw += noise_scale * dwc * math.sqrt(bl * pp * (1.0 - pp + var_c2c)) * zbuf[ii]
+                w[j, i] = min(max(w[j, i] + dw, cell[I_LO]), cell[I_HI])
+        rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, s3
+    return ST_OK, X.shape[0]
+
+
+class IdealPlan:
+    """The ideal device's per-design plan: records (scale, lo, hi), constants (dw_pulse, std)."""
+
+    fields = ("rate_scale", "lo", "hi")
+    n_fields = 4
+    event_fields = ()
+
+    def __init__(self, device: IdealDevice, train):
+        self.state: dict[str, np.ndarray] = {}
+        self._dev = (float(device.rate * train.pw), float(device.dw_min_std))
+
+    def exact(self, X, D, ctl, w, cells, bufs, stats):
+        return update_exact(X, D, ctl, w, cells, self._dev, bufs, stats)
+
+    def expected(self, X, D, ctl, w, cells, bufs, stats):
+        return update_expected(X, D, ctl, w, cells, self._dev, bufs, stats)
+
+    def apply(self, w, cells, bufs, t0, sink, out):
+        return apply(w, cells, self._dev, bufs, t0, sink, True, out)

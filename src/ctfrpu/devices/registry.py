@@ -1,4 +1,7 @@
-"""Build a device from its kind, an optional parameter file and overrides (strictly validated)."""
+"""The device registry: kind name -> device class (the one list of device kinds), and building a
+device from its kind, an optional parameter file and overrides (strictly validated).
+
+Registering a device plug-in is one line in :data:`DEVICES` (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -11,15 +14,38 @@ from typing import Any
 from ..errors import CtfrpuError
 from .ctf import CTFDevice
 from .ideal import IdealDevice
+from .softbounds import SoftBoundsDevice
 
-_CLASSES = {"ideal": IdealDevice, "ctf": CTFDevice}
+DEVICES: dict[str, type] = {
+    "ideal": IdealDevice,
+    "ctf": CTFDevice,
+    "softbounds": SoftBoundsDevice,
+}
+"""Every device kind the tile, the config, the CLI and the report know (besides 'fp', the
+floating-point baseline, which has no device)."""
+
+FP = "fp"
+
+
+def device_kinds(with_fp: bool = False) -> list[str]:
+    """The registered device kinds (``with_fp``: 'fp' first)."""
+    return ([FP] if with_fp else []) + list(DEVICES)
 
 
 def device_class(kind: str):
     try:
-        return _CLASSES[kind]
+        return DEVICES[kind]
     except KeyError:
-        raise CtfrpuError(f"unknown device kind {kind!r}; choose one of {sorted(_CLASSES)}") from None
+        raise CtfrpuError(f"unknown device kind {kind!r}; choose one of {', '.join(DEVICES)}") from None
+
+
+def device_kind(device) -> str:
+    """The registered kind of a device instance (one-line error for anything else)."""
+    for kind, cls in DEVICES.items():
+        if type(device) is cls:
+            return kind
+    raise CtfrpuError(f"not a registered device: {type(device).__name__} (registered: "
+                      f"{', '.join(c.__name__ for c in DEVICES.values())}; see docs/architecture.md)")
 
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
@@ -57,13 +83,23 @@ def build_device(kind: str, params_file: str | Path | None = None, params: dict[
         raise CtfrpuError(f"{kind} device parameters: {err}") from None
 
 
-def check_run_physics(device_cfg, pulses_cfg) -> None:
+def check_run_physics(device_cfg, pulses_cfg, update_cfg=None):
     """Build the device and the pulse train that a run config's ``device`` and ``pulses`` sections
-    describe, so that a bad parameter (unknown name, out of range, unreadable file) or an invalid
-    train design is a one-line error before any run starts. Nothing to check for ``fp``."""
-    if device_cfg.kind == "fp":
-        return
+    describe, so that an unknown kind or timing model, a bad parameter (unknown name, out of range,
+    unreadable file), an invalid train design or a step per pulse that is not a finite positive
+    number is a one-line error before any run starts. Returns (device, train); (None, None) for 'fp'
+    (nothing to check). :meth:`ctfrpu.tile.AnalogTile.from_config` builds its tile from this."""
+    if device_cfg.kind == FP:
+        return None, None
     from .pulses import PulseTrain
+    from .timing import timing_model
 
-    build_device(device_cfg.kind, device_cfg.params_file, device_cfg.params)
-    PulseTrain.from_config(pulses_cfg)
+    device = build_device(device_cfg.kind, device_cfg.params_file, device_cfg.params)
+    train = PulseTrain.from_config(pulses_cfg)
+    if update_cfg is not None:
+        timing_model(update_cfg.timing)
+    dw = float(device.nominal_dw(train.pw))
+    if not (0.0 < dw < float("inf")):
+        raise CtfrpuError(f"{device_cfg.kind} device: step per pulse dw_min = {dw!r} at pw = {train.pw:g} s is not "
+                          f"a finite positive number; check the device parameters")
+    return device, train

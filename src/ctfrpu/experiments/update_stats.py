@@ -100,15 +100,9 @@ def make_tile(cfg: RunConfig, w0: np.ndarray, rng: np.random.Generator):
     """The analog tile of ``cfg`` (device, train, update mode, compensation gain), or None for FP."""
     if cfg.device.kind == "fp":
         return None
-    from ..devices import PulseTrain, build_device
     from ..tile import AnalogTile
-    from ..design.compensation import compensation_gain
 
-    device = build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
-    train = PulseTrain.from_config(cfg.pulses)
-    gain = compensation_gain(device, train, cfg) if cfg.compensation.kind == "gain" else 1.0
-    out_size, in_size = w0.shape
-    return AnalogTile(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
+    return AnalogTile.from_config(cfg, w0, rng)
 
 
 def measure(cfg: RunConfig, pairs: LayerPairs, reps: int = 100, seed: int = 0, lr: float | None = None) -> UpdateStats:

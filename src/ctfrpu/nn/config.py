@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import IOConfig, PulseConfig, UpdateConfig
-from ..devices import CTFDevice, IdealDevice, PulseTrain, build_device
+from ..devices import CTFDevice, IdealDevice, PulseTrain, check_run_physics, device_kind
 from ..errors import CtfrpuError
 
 
@@ -30,8 +30,7 @@ class RPUConfig:
     """Multiplier of A*B (pulse-train design compensation hook); 1 = plain SGD."""
 
     def __post_init__(self) -> None:
-        if getattr(self.device, "kind", None) not in ("ideal", "ctf"):
-            raise CtfrpuError(f"RPUConfig.device must be an IdealDevice or CTFDevice, got {type(self.device).__name__}")
+        device_kind(self.device)            # a registered device (one-line error otherwise)
         for name, cls in (("pulses", PulseConfig), ("update", UpdateConfig), ("io", IOConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise CtfrpuError(f"RPUConfig.{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
@@ -49,5 +48,5 @@ class RPUConfig:
         """From a :class:`ctfrpu.config.RunConfig` (device kind 'ideal' or 'ctf')."""
         if cfg.device.kind == "fp":
             raise CtfrpuError("device.kind = 'fp' has no analog tile: use torch.nn.Linear for the float baseline")
-        device = build_device(cfg.device.kind, cfg.device.params_file, dict(cfg.device.params))
+        device, _ = check_run_physics(cfg.device, cfg.pulses, cfg.update)
         return cls(device=device, pulses=cfg.pulses, update=cfg.update, io=cfg.io, gain=gain)

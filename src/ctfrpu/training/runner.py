@@ -35,18 +35,9 @@ def build_model(cfg: RunConfig, n_inputs: int, n_classes: int, seeds: np.random.
 
 
 def _analog_tile(cfg: RunConfig, w0: np.ndarray, rng: np.random.Generator):
-    from ..devices import PulseTrain, build_device
     from ..tile import AnalogTile
 
-    device = build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
-    train = PulseTrain.from_config(cfg.pulses)
-    gain = 1.0
-    if cfg.compensation.kind != "none":
-        from ..design.compensation import compensation_gain
-
-        gain = float(compensation_gain(device, train, cfg))
-    out_size, in_size = w0.shape
-    return AnalogTile(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
+    return AnalogTile.from_config(cfg, w0, rng)
 
 
 def split_data(cfg: RunConfig, ds, rng: np.random.Generator):
@@ -210,7 +201,7 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
         dataset = load_dataset(cfg.data.dataset, data_dir)  # fail before a run row exists
     from ..devices import check_run_physics
 
-    check_run_physics(cfg.device, cfg.pulses)  # so do bad device parameters and pulse designs
+    check_run_physics(cfg.device, cfg.pulses, cfg.update)  # so do bad device parameters and pulse designs
 
     run_id = None
     try:
