@@ -32,6 +32,7 @@ import numpy as np
 from ctfrpu.config import IOConfig, UpdateConfig
 from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
 from ctfrpu.kernels import exact as kx
+from ctfrpu.kernels.bundle import make_ctl
 from ctfrpu.tile import AnalogTile
 
 
@@ -80,8 +81,8 @@ def bench(device, shape, n, mode, repeats, mnist, rounds=5, seed=0):
         if mode == "exact":                                        # train drawing alone
             t = time.perf_counter()
             for b in range(repeats):
-                kx.draw_sample(xs[b], ds[b], 1, 10**9 + r * repeats + b, lr, tile.dw_min, n, True, False,
-                               *tile._dbuf)
+                ctl = make_ctl(1, 10**9 + r * repeats, 0, lr, tile.dw_min, n, True, False)
+                kx.draw_sample(xs[b], ds[b], ctl, b, tile._bufs.args)
             best["trains"] = min(best["trains"], (time.perf_counter() - t) / repeats)
     s1 = tile.stats
     per = {k: (s1[k] - s0[k]) / (rounds * repeats) for k in ("pulses", "row_pulses", "col_pulses")}
