@@ -149,6 +149,12 @@ def test_report_from_constructed_store(tmp_path):
         assert got[("(i) ", ds, False)] == V.HOLDS
         assert got[("(ii)", ds, False)] == V.HOLDS
         assert got[("(iii", ds, False)] == V.HOLDS
+    # verdicts are data: effect, interval, power per row
+    for r in rows:
+        assert list(r) == V.VERDICT_COLUMNS
+        if r["verdict"] == V.HOLDS:
+            assert float(r["ci_low"]) <= float(r["effect"]) <= float(r["ci_high"]) and float(r["mde_80"]) > 0
+            assert r["paired"] == "True" and r["n_seeds"] == "3"
     with open(out / "tables" / "s1_final_accuracy.csv") as fh:
         table = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     fp = [r for r in table if r["arm"] == "fp" and r["dataset"] == "mnist"]

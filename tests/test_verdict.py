@@ -224,6 +224,7 @@ def test_factorial_bias_explains_and_no_improvement():
     v = V.verdict_factorial(factorial(0.0, 0.0, 0.0, 0.003, 5, rng), None, "mnist")
     assert v.status == V.NO_IMPROVEMENT and v.summary.startswith("no improvement to explain")
     assert "does not hold" not in v.summary and v.mde > 0 and 0 < v.power < 1
+    assert "detectable at 80 %" in v.summary and "power at 1.00 pp" in v.summary
     # ... unless a compensated arm improves on the small-N arm
     arms = factorial(0.0, 0.0, 0.0, 0.003, 5, rng)
     comp = V.Cell([x + 0.03 for x in arms[("small", "small")].values], list(range(5)))
@@ -301,3 +302,27 @@ def test_verdict_is_data():
     assert len(row) == len(V.VERDICT_COLUMNS) and row[2] == v.status and v.text == v.summary
     assert all(math.isfinite(x) for x in (v.effect, v.se, v.mde, v.power, *v.ci))
     assert v.status in V.STATUSES and v.power_at
+
+
+def test_contrasts_match_scipy():
+    """The paired and unpaired estimates reproduce scipy's own tests."""
+    from scipy import stats
+
+    rng = np.random.default_rng(15)
+    c = paired({g: 0.9 + 0.002 * k for k, g in enumerate(GAPS)}, 0.003, 6, rng)
+    a, b = c[GAPS[0]], c[GAPS[-1]]
+    e = S.contrast([b, a], [1, -1], None)
+    assert S.difference(e, 0.01).p == pytest.approx(stats.ttest_rel(b.values, a.values).pvalue, rel=1e-9)
+    t_ni = S.noninferiority(e, 0.01)          # H1: b - a < 0.01
+    ref = stats.ttest_1samp(np.subtract(b.values, a.values) - 0.01, 0.0, alternative="less").pvalue
+    assert t_ni.p == pytest.approx(ref, rel=1e-9)
+    # the log-gap trend is the one-sample t test of the per-seed regression slopes
+    x = np.log10(GAPS)
+    slopes = [stats.linregress(x, [c[g].values[s] for g in GAPS]).slope for s in range(6)]
+    gt = V.gap_tests(c, None)
+    assert gt.trend.estimate.est == pytest.approx(np.mean(slopes) * (x.max() - x.min()))
+    assert gt.trend.p == pytest.approx(stats.ttest_1samp(slopes, 0.0).pvalue, rel=1e-9)
+    # unpaired: the pooled two-sample t test
+    ua, ub = V.Cell(list(a.values)), V.Cell(list(b.values))
+    e = S.contrast([ub, ua], [1, -1], None)
+    assert S.difference(e, 0.01).p == pytest.approx(stats.ttest_ind(ub.values, ua.values).pvalue, rel=1e-9)

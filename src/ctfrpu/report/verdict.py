@@ -211,7 +211,7 @@ def _cells(by_gap: Mapping[float, Cell]) -> tuple[list[float], list[Cell]]:
 
 
 def _gap_label(g: float) -> str:
-    for unit, f in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+    for unit, f in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
         if g >= f:
             return f"{g / f:g} {unit}"
     return f"{g:g} s"
