@@ -326,3 +326,13 @@ def test_contrasts_match_scipy():
     ua, ub = V.Cell(list(a.values)), V.Cell(list(b.values))
     e = S.contrast([ub, ua], [1, -1], None)
     assert S.difference(e, 0.01).p == pytest.approx(stats.ttest_ind(ub.values, ua.values).pvalue, rel=1e-9)
+
+
+def test_significant_but_small_gap_change_counts_as_insensitive():
+    """The same ±1 pp yardstick as (i): a resolved 0.3 pp change is not 'dependent'."""
+    rng = np.random.default_rng(16)
+    c = paired({1e-7: 0.900, 1e-4: 0.903}, 0.0005, 8, rng)
+    gt = V.gap_tests(c, None)
+    assert gt.dependent and gt.insensitive and gt.status == "insensitive"
+    assert "significant, but within" in gt.text()
+    assert V.verdict_ii({100: c}, None, "mnist").status == V.FAILS

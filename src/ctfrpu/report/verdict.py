@@ -27,8 +27,10 @@ paired by seed where the cells share seeds, unpaired (pooled sd) otherwise; alph
   trend contrast concentrates the power where the effect must be; (b) it is exact under normal
   seed effects for any number of gaps, with no sphericity assumption; (c) Friedman's test reduces
   to a sign test for two gaps and cannot reach p < 0.05 with three seeds. *Insensitive* is the TOST
-  of every pair of gaps (margin ``GAP_MARGIN``). Holds if every tested N < 500 is dependent;
-  does not hold if every one is insensitive; else inconclusive.
+  of every pair of gaps (margin ``GAP_MARGIN``); it takes precedence, so a significant change
+  smaller than the margin counts as insensitive, the yardstick of (i). *Dependent*: a significant
+  trend that is not insensitive. Holds if every tested N < 500 is dependent; does not hold if every
+  one is insensitive; else inconclusive.
 * **(iii), the 2x2 factorial** (:func:`verdict_factorial`): arms (N_b, N_sigma) in {small, large}^2
   with paired seeds; first "is there an improvement to explain": a one-sided test that the
   large-N arm (large, large) -- or a compensated arm -- beats the small-N arm (small, small)
@@ -240,7 +242,10 @@ class GapTests:
 
     @property
     def status(self) -> str:
-        return "dependent" if self.dependent else "insensitive" if self.insensitive else "undecided"
+        """'insensitive' (every pair equivalent -- even if the trend is significant: then it is
+        smaller than the margin, the same yardstick as (i)), 'dependent' (significant trend, not
+        equivalent), else 'undecided'."""
+        return "insensitive" if self.insensitive else "dependent" if self.dependent else "undecided"
 
     @property
     def estimates(self) -> list[S.Estimate]:
@@ -257,7 +262,8 @@ class GapTests:
         return (f"change over t_gap {_gap_label(self.gaps[0])}..{_gap_label(self.gaps[-1])} "
                 f"{100 * tr.estimate.est:+.2f} pp ({_ci(tr)}, p = {tr.p:.2g}, detectable at 80 %: "
                 f"{_pp(tr.mde)}); equivalence ±{_pp(GAP_MARGIN)}: worst pair {_gap_label(g0)} vs {_gap_label(g1)} "
-                f"{_ci(wp)} (provable margin at 80 %: {_pp(wp.mde)}) -> {self.status}")
+                f"{_ci(wp)} (provable margin at 80 %: {_pp(wp.mde)}) -> {self.status}"
+                + (f" (significant, but within ±{_pp(GAP_MARGIN)})" if self.dependent and self.insensitive else ""))
 
 
 def gap_tests(by_gap: Mapping[float, Cell], n_test: int | None, alpha_violated: float = ALPHA) -> GapTests | None:
@@ -360,8 +366,9 @@ def verdict_i(fp: Cell, by_gap: Mapping[float, Cell], n_test: int | None, datase
 
 def verdict_ii(by_n: Mapping[int, Mapping[float, Cell]], n_test: int | None, dataset: str, label: str = "") -> Verdict:
     finding = "(ii) N < 500: accuracy depends on t_gap"
-    rule = ("per N < 500: dependent if the paired slope of accuracy on log10(t_gap) is significant (t test, "
-            f"two-sided, alpha {ALPHA:g}); insensitive if every pair of gaps is within ±{_pp(GAP_MARGIN)} (TOST); "
+    rule = ("per N < 500: insensitive if every pair of gaps is within "
+            f"±{_pp(GAP_MARGIN)} (TOST); else dependent if the paired slope of accuracy on log10(t_gap) is "
+            f"significant (t test, two-sided, alpha {ALPHA:g}); "
             "holds if every such N is dependent, does not hold if every one is insensitive, else inconclusive")
     small = {n: g for n, g in by_n.items() if n < 500 and len([c for c in g.values() if c.n]) >= 2}
     if not small:
