@@ -30,37 +30,29 @@ def cell(mean, sd=0.003, n=3, seed=0):
 # ------------------------------------------------------------------------------ verdict rules
 
 
-def test_pooled_sd_and_floor():
-    sd, rep = V.pooled_sd([cell(0.9, 0.01), cell(0.8, 0.02)], 10000)
-    assert rep and sd == pytest.approx(np.sqrt((0.01 ** 2 + 0.02 ** 2) / 2))
-    sd, rep = V.pooled_sd([cell(0.5, 0.0001)], 100)     # floored by the test-set sampling sd
-    assert sd == pytest.approx(np.sqrt(0.25 / 100), rel=1e-3)
-    sd, rep = V.pooled_sd([V.Cell([0.9])], 10000)
-    assert not rep
-
-
-def test_gap_sensitivity_rule():
-    sd = 0.003
-    dep = V.gap_sensitivity({1e-7: cell(0.90), 1e-4: cell(0.85, seed=1)}, sd)
-    assert dep["status"] == "dependent" and dep["range"] == pytest.approx(0.05)
-    assert dep["p_anova"] < 0.01
-    ins = V.gap_sensitivity({1e-7: cell(0.90), 1e-4: cell(0.902, seed=1)}, sd)
-    assert ins["status"] == "insensitive"
-    # a 2 pp range with a seed sd of 3 pp cannot be called either way
-    noisy = V.gap_sensitivity({1e-7: cell(0.90, 0.03), 1e-4: cell(0.92, 0.03, seed=1)}, 0.03)
-    assert noisy["status"] == V.INCONCLUSIVE
+def test_gap_tests_rule():
+    dep = V.gap_tests({1e-7: cell(0.90), 1e-4: cell(0.85, seed=1)}, 10000)
+    assert dep.status == "dependent" and dep.trend.estimate.est == pytest.approx(-0.05)
+    assert dep.trend.p < 0.01 and dep.violated
+    ins = V.gap_tests({1e-7: cell(0.90), 1e-4: cell(0.902, seed=1)}, 10000)
+    assert ins.status == "insensitive"
+    # a 2 pp difference with a seed sd of 3 pp cannot be called either way
+    noisy = V.gap_tests({1e-7: cell(0.90, 0.03), 1e-4: cell(0.92, 0.03, seed=1)}, 10000)
+    assert noisy.status == "undecided" and not noisy.violated
+    assert V.gap_tests({1e-7: cell(0.9)}, 10000) is None
 
 
 def test_verdict_i_cases():
     fp = cell(0.95)
-    near_flat = V.verdict_i(fp, {1e-7: cell(0.945), 1e-4: cell(0.946, seed=2)}, 10000, "mnist", 1000)
+    small = {100: {1e-7: cell(0.90, seed=3), 1e-4: cell(0.90, seed=4)}}
+    near_flat = V.verdict_i(fp, {1e-7: cell(0.945), 1e-4: cell(0.946, seed=2)}, 10000, "mnist", 1000, small=small)
     assert near_flat.status == V.HOLDS
-    far = V.verdict_i(fp, {1e-7: cell(0.90), 1e-4: cell(0.90, seed=2)}, 10000, "mnist", 1000)
-    assert far.status == V.FAILS and "not near software" in far.summary
-    sensitive = V.verdict_i(fp, {1e-7: cell(0.95), 1e-4: cell(0.93, seed=2)}, 10000, "mnist", 1000)
-    assert sensitive.status == V.FAILS and "depends on t_gap" in sensitive.summary
+    far = V.verdict_i(fp, {1e-7: cell(0.90), 1e-4: cell(0.90, seed=2)}, 10000, "mnist", 1000, small=small)
+    assert far.status == V.FAILS and "near software" in far.summary.split("violated:")[1]
+    sensitive = V.verdict_i(fp, {1e-7: cell(0.95), 1e-4: cell(0.93, seed=2)}, 10000, "mnist", 1000, small=small)
+    assert sensitive.status == V.FAILS and "insensitive to t_gap" in sensitive.summary.split("violated:")[1]
     single = V.verdict_i(V.Cell([0.95]), {1e-7: V.Cell([0.95]), 1e-4: V.Cell([0.95])}, 10000, "mnist", 1000)
-    assert single.status == V.INCONCLUSIVE and "single seed" in single.summary
+    assert single.status == V.INCONCLUSIVE and "one seed" in single.summary
     missing = V.verdict_i(V.Cell([]), {}, 10000, "mnist", None)
     assert missing.status == V.INCONCLUSIVE and "missing" in missing.summary
 
@@ -157,6 +149,12 @@ def test_report_from_constructed_store(tmp_path):
         assert got[("(i) ", ds, False)] == V.HOLDS
         assert got[("(ii)", ds, False)] == V.HOLDS
         assert got[("(iii", ds, False)] == V.HOLDS
+    # verdicts are data: effect, interval, power per row
+    for r in rows:
+        assert list(r) == V.VERDICT_COLUMNS
+        if r["verdict"] == V.HOLDS:
+            assert float(r["ci_low"]) <= float(r["effect"]) <= float(r["ci_high"]) and float(r["mde_80"]) > 0
+            assert r["paired"] == "True" and r["n_seeds"] == "3"
     with open(out / "tables" / "s1_final_accuracy.csv") as fh:
         table = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     fp = [r for r in table if r["arm"] == "fp" and r["dataset"] == "mnist"]

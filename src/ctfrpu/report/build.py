@@ -100,7 +100,7 @@ def _cells(rows, arm) -> dict[int, dict[float, V.Cell]]:
     out: dict[int, dict[float, V.Cell]] = {}
     for r in rows:
         if r.arm == arm:
-            out.setdefault(r.n, {}).setdefault(r.gap, V.Cell([])).values.append(r.accuracy)
+            out.setdefault(r.n, {}).setdefault(r.gap, V.Cell([], [])).add(r.accuracy, r.seed)
     return out
 
 
@@ -125,13 +125,13 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
     for ds in study.datasets:
         rows = [r for r in study.runs if r.dataset == ds]
         n_test = rows[0].n_test if rows else 10000
-        fp = V.Cell([r.accuracy for r in rows if r.arm == "fp"])
+        fp = V.cell_of(r for r in rows if r.arm == "fp")
         for arm, label in (("ctf", ""), ("ctf_comp", " (with our compensation)")):
             by_n = _cells(rows, arm)
             if not by_n and arm == "ctf_comp":
                 continue
             n1000 = _n_near_1000(by_n)
-            for v in (V.verdict_i(fp, by_n.get(n1000, {}), n_test, ds, n1000, label),
+            for v in (V.verdict_i(fp, by_n.get(n1000, {}), n_test, ds, n1000, label, small=by_n),
                       V.verdict_ii(by_n, n_test, ds, label)):
                 v.finding += label
                 out.append(v)
@@ -142,7 +142,7 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
             out.append(v)
         else:
             n, gap = design
-            arms = {a: V.Cell([r.accuracy for r in rows if r.arm == a and (a == "fp" or (r.n == n and r.gap == gap))])
+            arms = {a: V.cell_of(r for r in rows if r.arm == a and (a == "fp" or (r.n == n and r.gap == gap)))
                     for a in ARM_ORDER}
             out.append(V.verdict_iii(arms, n_test, ds, f" (N = {n}, t_gap {F.gap_label(gap)})"))
     return out
@@ -340,11 +340,8 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
         rules = sorted({(v.finding[:5], v.rule) for v in verdicts})
         parts.append("<p><b>Decision rules (ours):</b></p><ul>" + "".join(
             f"<li>{_esc(f)} {_esc(r)}</li>" for f, r in rules) + "</ul>"
-            f"<p>Thresholds: NEAR = {V.NEAR * 100:g} pp, MIN_EFFECT = {V.MIN_EFFECT * 100:g} pp, NOISY = "
-            f"{V.NOISY * 100:g} pp; sd = seed-to-seed sd pooled over the compared cells, floored by the test-set "
-            "sampling sd.</p>")
-        w.csv(f"{p}verdicts", ["finding", "dataset", "verdict", "summary", "rule"],
-              [[v.finding, v.dataset, v.status, v.summary, v.rule] for v in verdicts])
+            f"<p>{_esc(V.thresholds_text())}</p>")
+        w.csv(f"{p}verdicts", V.VERDICT_COLUMNS, [v.row() for v in verdicts])
     analog_ds = [d for d in datasets if any(r.dataset == d and r.arm in ("ctf", "ctf_comp", "fp") for r in study.runs)]
     if analog_ds:
         parts.append("<h3>Test accuracy vs N</h3>")
