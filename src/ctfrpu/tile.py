@@ -152,6 +152,9 @@ class AnalogTile:
         self._base_seed = int(rng.integers(0, 2**63))
         self._counter = 0
         self._bufs = TrainBuffers(self.out_size, self.in_size, train.n)
+        uc = update
+        self._ctl0 = make_ctl(self._base_seed, 0, 0, 0.0, self.dw_min, self._n, uc.update_management,
+                              uc.update_bl_management, 0.0, train.duration, uc.mode == "gaussian", uc.noise_scale)
         self._event_dtype = np.dtype(EVENT_FIELDS + list(plan.event_fields))
 
     @classmethod
@@ -335,10 +338,9 @@ class AnalogTile:
             raise CtfrpuError(f"update: internal kernel fault (event buffer full at its bound, status {status})")
 
     def _ctl(self, lrg: float, start: int = 0) -> tuple:
-        uc = self.update_config
-        return make_ctl(self._base_seed, self._counter, start, lrg, self.dw_min, self._n, uc.update_management,
-                        uc.update_bl_management, self._clock, self.train.duration, uc.mode == "gaussian",
-                        uc.noise_scale)
+        # make_ctl fixes the types once; per call only the changing fields are rebuilt (~0.3 us)
+        c = self._ctl0
+        return (self._base_seed, self._counter, start, lrg, c[4], c[5], c[6], c[7], self._clock, c[9], c[10], c[11])
 
     def update(self, x: np.ndarray, d: np.ndarray, lr: float) -> None:
         """Apply the stochastic pulsed update, E[dW] = -lr * gain * outer(d, x) (ideal device).

@@ -5,7 +5,7 @@ technique" but its equations are not public. This module implements OUR hardware
 one scalar gain per pulse-train design (the same for every layer and cell), applied to the product
 of the row and column gains A*B of the stochastic update.
 
-Derivation (our model; science.md §3-4)
+Derivation (our model; docs/science.md §3-4)
 ---------------------------------------
 A cell with row/column probabilities p = A|x|, q = B|d| fires with per-slot coincidence probability
 P = p q = A B |x d| (unclipped). With the ideal (program-time conserving) step dw_min(pw) the SGD

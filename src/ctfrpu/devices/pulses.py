@@ -4,7 +4,7 @@ A stochastic update drives every row and column with a train of N slots; slot k 
 ``k * period`` with ``period = pw + t_gap``; a cell receives a pulse of width pw in a slot where its
 row and its column are both ON.
 
-Two design modes (science.md §4, OUR reading of "N or pw" in the system paper):
+Two design modes (docs/science.md §4, OUR reading of "N or pw" in the system paper):
 
 * ``on_time`` (default): a fixed ON-time budget T_on per train, ``pw = T_on / N`` -- more pulses
   means shorter pulses;

@@ -1,4 +1,4 @@
-"""Ablation: separate the bias of the CTF updates from their noise -- OUR design (science.md §4).
+"""Ablation: separate the bias of the CTF updates from their noise -- OUR design (docs/science.md §4).
 
 The system paper (arXiv:2402.09792) reports an ablation concluding that the lower noise of the
 weight updates is the most likely significant factor; its arms are not public. Our arms, all at the

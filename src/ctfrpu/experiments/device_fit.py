@@ -99,7 +99,7 @@ def plot_fit(m: Measurements, res: FitResult, path: str | Path) -> list[Path]:
         ax.text(0.97, 0.04, "fitted (1σ):\n" + txt, transform=ax.transAxes, fontsize=8.5, va="bottom", ha="right",
                 multialignment="left", family="monospace",
                  bbox=dict(boxstyle="round", fc="white", ec="0.7", alpha=0.9))
-        fig.suptitle(f"Fit of our CTF model (science.md §4) to {Path(m.source).name}  "
+        fig.suptitle(f"Fit of our CTF model (docs/science.md §4) to {Path(m.source).name}  "
                      f"[{res.n_points} trains, {len(res.free)} free parameters]", fontsize=12)
         fig.tight_layout()
     return save_figure(fig, Path(path).with_suffix(""))

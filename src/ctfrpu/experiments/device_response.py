@@ -3,7 +3,7 @@
 The device paper (Shrivastava et al., arXiv:2307.06088) measured trains of N pulses of width
 pw = T_on / N with the total ON time T_on held constant, for several gaps t_gap, and reported three
 trends: fragmentation loss, a cliff below ~2 us, recovery at small gaps. This experiment computes
-the same curves for OUR CTF model (science.md §4) -- a reconstruction, not the paper's data.
+the same curves for OUR CTF model (docs/science.md §4) -- a reconstruction, not the paper's data.
 
 Cells are noise-free (no device-to-device, no cycle-to-cycle variation) and nominal: each train
 starts from a fully relaxed cell (e = 0) at V_T = vt_ref, and V_T is updated pulse by pulse
@@ -105,7 +105,7 @@ def plot(res: Response, source: str):
         sec.set_ylabel("fraction of ideal")
         ax.legend(title="gap t_gap", loc="lower right", frameon=True, framealpha=0.9)
         ax.set_title(f"Fixed total ON time T_on = {time_label(res.t_on)}: our CTF model ({source})")
-        caption(fig, "Our reconstruction of CTF program-time non-ideality (science.md §4), not measured data.\n"
+        caption(fig, "Our reconstruction of CTF program-time non-ideality (docs/science.md §4), not measured data.\n"
                      "Noise-free nominal cells (no device-to-device or cycle-to-cycle variation), each train\n"
                      "starting relaxed at V_T = vt_ref. Trends as in arXiv:2307.06088: fragmentation loss,\n"
                      "cliff below ~2 µs, recovery at small gaps.")

@@ -138,7 +138,7 @@ def plot(tr: Trace, source: str):
         kind = "program" if tr.sign > 0 else "erase"
         ax1.set_title(f"{kind} train: N = {tr.n}, pw = {time_label(tr.pw)}, t_gap = {time_label(tr.gap)}"
                       f" -- our CTF model ({source})", fontsize=10.5)
-        caption(fig, "Our reconstruction (science.md §4), not measured data. Noise-free nominal cell; shaded: "
+        caption(fig, "Our reconstruction (docs/science.md §4), not measured data. Noise-free nominal cell; shaded: "
                      "pulses ON.\ne builds up during a pulse after the onset delay t_d and relaxes in the gaps "
                      "(tau_off).", y=0.0)
         fig.align_ylabels((ax1, ax2))
