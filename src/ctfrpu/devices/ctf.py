@@ -96,6 +96,17 @@ def pulse_math(vt, e0, pw, sign, kscale, vmin, vmax, prm, xi):
     return vt_new, e_new
 
 
+@numba.njit(cache=True)
+def pulse_coeffs(a, tau_on, t_d, pw):
+    """(lin, aq, c) of one pulse of width pw: w = max(pw - t_d, 0), c = exp(-w / tau_on),
+    lin = (1 + a) w - a tau_on (1 - c), aq = a tau_on (1 - c); dV = sign kappa s (lin + aq e0).
+    The scalar closed form, jitted once and called from Python (``CTFDevice.pulse_constants``) and
+    numba (``ctf_fast``) alike; :func:`pulse_math` is its vectorised numpy reference (tested equal)."""
+    w = max(pw - t_d, 0.0)
+    c = math.exp(-w / tau_on)
+    return (1.0 + a) * w - a * tau_on * (1.0 - c), a * tau_on * (1.0 - c), c
+
+
 pulse_math_nb = numba.njit(cache=True, inline="always")(pulse_math)
 """The same closed form compiled for scalars: called per coincidence by the update kernel."""
 
@@ -208,9 +219,8 @@ class CTFDevice:
             kappa, a, tau_on, t_d = self.kappa_p, self.a_p, self.tau_on_p, self.t_d_p
         else:
             kappa, a, tau_on, t_d = self.kappa_e, self.a_e, self.tau_on_e, self.t_d_e
-        w = max(pw - t_d, 0.0)
-        c = math.exp(-w / tau_on)
-        return kappa, (1.0 + a) * w - a * tau_on * (1.0 - c), a * tau_on * (1.0 - c), c
+        lin, aq, c = pulse_coeffs(float(a), float(tau_on), float(t_d), float(pw))
+        return kappa, lin, aq, c
 
     def decay(self, off_time):
         """Relaxation factor of e over an off time (s): exp(-t / tau_off) (t < 0 counts as 0). The one

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import CtfrpuError
 from .base import DeviceState
 from .ctf import (K_A_E, K_A_P, K_DV_STD, K_KAPPA_E, K_KAPPA_P, K_M, K_NORM, K_TAU_OFF, K_TAU_ON_E, K_TAU_ON_P,
-                  K_TD_E, K_TD_P, CTFDevice, check_pulses_lazy)
+                  K_TD_E, K_TD_P, CTFDevice, check_pulses_lazy, pulse_coeffs)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -67,15 +67,14 @@ def _pulse(vt, e0, pw, sign, kscale, vmin, vmax, prm, xi, m_int):
         kappa, a, tau_on, t_d = prm[K_KAPPA_P], prm[K_A_P], prm[K_TAU_ON_P], prm[K_TD_P]
     else:
         kappa, a, tau_on, t_d = prm[K_KAPPA_E], prm[K_A_E], prm[K_TAU_ON_E], prm[K_TD_E]
-    w = pw - t_d
-    if w <= 0.0:
+    if pw - t_d <= 0.0:
         return min(max(vt, vmin), vmax), e0
-    c = math.exp(-w / tau_on)
+    lin, aq, c = pulse_coeffs(a, tau_on, t_d, pw)
     u = min(max((vt - vmin) / (vmax - vmin), 0.0), 1.0)
     x = u if sign > 0 else 1.0 - u
     s = (1.0 - _pow(x, prm[K_M], m_int)) / prm[K_NORM]
     noise = max(0.0, 1.0 + prm[K_DV_STD] * xi)
-    dv = sign * kappa * kscale * s * ((1.0 + a) * w - a * tau_on * (1.0 - e0) * (1.0 - c)) * noise
+    dv = sign * kappa * kscale * s * (lin + aq * e0) * noise
     return min(max(vt + dv, vmin), vmax), 1.0 - (1.0 - e0) * c
 
 
