@@ -140,9 +140,11 @@ class UpdateConfig(_Strict):
 
 
 class CompensationConfig(_Strict):
-    kind: Literal["none", "gain"] = "none"
-    """'none' or 'gain': pulse-train design compensation that raises the row/column gain A*B by
-    1/r_bar so the expected CTF update equals SGD (our rule; see ctfrpu.design.compensation)."""
+    kind: Literal["none", "gain", "stretch"] = "none"
+    """'none'; 'gain': pulse-train design compensation that raises the row/column gain A*B by
+    1/r_bar so the expected CTF update equals SGD (more pulses, same pw); 'stretch': pulse width
+    k pw with A*B x k instead (same pulse count, longer pulses). Both OUR rules, see
+    ctfrpu.design.compensation."""
     u_typ: float = Field(default=0.2, gt=0, le=1)
     """Typical |x_i d_j| at which the gain is evaluated (our choice; ctfrpu.design.compensation.U_TYP)."""
 

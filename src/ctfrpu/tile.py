@@ -163,13 +163,13 @@ class AnalogTile:
         device (registry, parameter file, overrides), pulse train, update mode and timing, I/O
         periphery and compensation gain -- the one road from a config to a tile (training runner,
         update statistics, the nn layer's run configs and the config's physics check use it)."""
-        from .design.compensation import compensation_gain
+        from .design.compensation import compensated_design
         from .devices.registry import check_run_physics
 
         device, train = check_run_physics(cfg.device, cfg.pulses, cfg.update)
         if device is None:
             raise CtfrpuError("device.kind = 'fp' has no analog tile")
-        gain = float(compensation_gain(device, train, cfg)) if cfg.compensation.kind != "none" else 1.0
+        train, gain = compensated_design(device, train, cfg)
         out_size, in_size = np.shape(w0)
         return cls(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
 

@@ -37,7 +37,20 @@ probabilities at 1 are not compensated (they are not program-time effects). With
 ``update_bl_management`` the train may be shortened; the gain of the nominal design is kept.
 
 A side effect worth knowing: the gain raises the mean number of pulses per cell by g, which lowers
-the *relative* counting noise ~ 1 / sqrt(N P) by sqrt(g) (see :mod:`ctfrpu.design.helper`).
+the *relative* counting noise ~ 1 / sqrt(N P) by sqrt(g) (see :mod:`ctfrpu.design.helper`), and it
+couples the gap to the noise (a gap that lowers r raises g and the pulse count).
+
+Pulse-width stretch (``compensation.kind = "stretch"``, also OURS). Instead of more pulses, longer
+ones: every pulse of the design gets width k pw (the slot period grows by (k - 1) pw), and A*B is
+multiplied by k so that the coincidence probability P of every cell is that of the unstretched
+design (A B = k lr / (N dw_min(k pw)) = lr / (N dw_min(pw))). The mean update is then
+``k r(P; N, k pw, t_gap) lr |x d|``; k solves the least-squares rule (2) with r evaluated at the
+stretched width::
+
+    k = (r_+ + r_-) / (r_+^2 + r_-^2),   r_+- = r(P_typ; N, k pw, t_gap)                   (3)
+
+by fixed-point iteration. The pulse count -- and so the relative counting noise -- is unchanged,
+each pulse is larger; the ON time per train grows by k.
 """
 
 from __future__ import annotations
@@ -96,6 +109,44 @@ def gain_for(device, train, lr: float, u_typ: float = U_TYP, timing: str = "slot
         g = g_new
     p = min(1.0, g * p0)
     return g, 1.0 / g, p
+
+
+def stretch_for(device, train, lr: float, u_typ: float = U_TYP, timing: str = "slot"):
+    """Solve eq. (3): returns (k, stretched train) -- pulse width k pw, A*B gain k."""
+    from ..devices.pulses import PulseTrain
+
+    p0 = min(1.0, base_probability(device, train, lr, u_typ))
+    k = 1.0
+    for _ in range(_MAX_ITER):
+        tk = PulseTrain(train.n, train.pw * k, train.gap)
+        r_plus = float(efficiency(device, tk, p0, +1.0, timing))
+        r_minus = float(efficiency(device, tk, p0, -1.0, timing))
+        if not (r_plus > 0 and r_minus > 0):
+            raise CtfrpuError(f"compensation: the device programs nothing with {tk.describe()}; no stretch can "
+                              f"compensate it")
+        k_new = (r_plus + r_minus) / (r_plus ** 2 + r_minus ** 2)
+        if abs(k_new - k) <= 1e-10 * k_new:
+            k = k_new
+            break
+        k = k_new
+    if not (math.isfinite(k) and k > 0):
+        raise CtfrpuError(f"compensation: stretch is not finite for {train.describe()}")
+    return float(k), PulseTrain(train.n, train.pw * k, train.gap)
+
+
+def compensated_design(device, train, cfg):
+    """(train, gain) of ``cfg``'s compensation kind: 'none' -> (train, 1); 'gain' -> (train, g);
+    'stretch' -> (train with pulse width k pw, k). The tile applies exactly this."""
+    kind = cfg.compensation.kind
+    if kind == "none":
+        return train, 1.0
+    if kind == "gain":
+        return train, compensation_gain(device, train, cfg)
+    if kind == "stretch":
+        k, stretched = stretch_for(device, train, float(cfg.optim.lr), float(cfg.compensation.u_typ),
+                                   cfg.update.timing)
+        return stretched, k
+    raise CtfrpuError(f"unknown compensation kind {kind!r}; choose none, gain or stretch")
 
 
 def compensation_gain(device, train, cfg, u_typ: float | None = None) -> float:

@@ -47,7 +47,7 @@ from ..devices import PulseTrain
 from ..devices.timing import timing_model
 from ..errors import CtfrpuError
 from ..units import format_time
-from .compensation import U_TYP, base_probability, gain_for
+from .compensation import U_TYP, base_probability, gain_for, stretch_for
 
 U_DESIGN = U_TYP
 """Typical |x_i d_j| the design is evaluated at: the output layer of our reference MLP (= U_TYP)."""
@@ -136,6 +136,14 @@ class DesignPoint:
     """Relative variance after compensation."""
     counting_variance: float
     """Pure Bernoulli counting part (1 - P)/(N P) of the uncompensated variance, for reference."""
+    stretch: float = 1.0
+    """Pulse-width stretch k of OUR stretch compensation (pulse width k pw, A*B x k)."""
+    bias_stretch: float = 0.0
+    """Relative bias with the stretch compensation at the typical cell."""
+    variance_stretch: float = 0.0
+    """Relative variance with the stretch compensation (same pulse count, larger pulses)."""
+    timing: str = "slot"
+    """Timing model the moments were computed for (docs/science.md §8)."""
 
     @property
     def score(self) -> float:
@@ -145,10 +153,15 @@ class DesignPoint:
     def score_comp(self) -> float:
         return max(self.bias_comp ** 2, self.residual_max ** 2) + self.variance_comp
 
+    @property
+    def score_stretch(self) -> float:
+        return self.bias_stretch ** 2 + self.variance_stretch
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["score"] = self.score
         d["score_comp"] = self.score_comp
+        d["score_stretch"] = self.score_stretch
         return d
 
 
@@ -161,34 +174,39 @@ def _train(n: int, gap: float, mode: str, t_on: float, pw: float) -> PulseTrain:
 
 
 def evaluate_design(device, train: PulseTrain, lr: float = 0.01, u: float = U_DESIGN,
-                    products=REFERENCE_PRODUCTS, u_gain: float = U_TYP) -> DesignPoint:
-    """Bias / variance of one design for a typical cell with |x d| = u (program polarity)."""
+                    products=REFERENCE_PRODUCTS, u_gain: float = U_TYP, timing: str = "slot") -> DesignPoint:
+    """Bias / variance of one design for a typical cell with |x d| = u (program polarity), without
+    compensation, with OUR gain compensation and with OUR pulse-width stretch, under a timing model."""
     if not (u > 0 and lr > 0):
         raise CtfrpuError("design: the typical product u and the learning rate must be > 0")
     target = lr * u
     p0 = base_probability(device, train, lr, u)
     if p0 > 1:
         raise CtfrpuError(f"design: coincidence probability {p0:.3g} > 1 at {train.describe()}; lower lr or u")
-    g, _, _ = gain_for(device, train, lr, u_gain)
+    g, _, _ = gain_for(device, train, lr, u_gain, timing)
     pc = min(1.0, g * p0)
-    (m0, mc), (v0, vc) = train_moments(device, train, np.array([p0, pc]))
+    (m0, mc), (v0, vc) = train_moments(device, train, np.array([p0, pc]), timing=timing)
     ps = np.array([min(1.0, g * base_probability(device, train, lr, q)) for q in products])
-    ms, _ = train_moments(device, train, ps)
+    ms, _ = train_moments(device, train, ps, timing=timing)
+    k, stretched = stretch_for(device, train, lr, u_gain, timing)
+    (mk,), (vk,) = train_moments(device, stretched, np.array([p0]), timing=timing)
     targets = lr * np.asarray(products)
     residual = float(np.max(np.abs(ms / targets - 1.0))) if len(products) else 0.0
     return DesignPoint(n=train.n, gap=train.gap, pw=train.pw, efficiency=float(m0 / target), gain=g,
                        prob=p0, bias=float(m0 / target - 1.0), variance=float(v0 / target ** 2),
                        bias_comp=float(mc / target - 1.0), residual_max=residual,
                        variance_comp=float(vc / target ** 2),
-                       counting_variance=float((1 - p0) / (train.n * p0)))
+                       counting_variance=float((1 - p0) / (train.n * p0)), stretch=k,
+                       bias_stretch=float(mk / target - 1.0), variance_stretch=float(vk / target ** 2), timing=timing)
 
 
 def design_grid(device, pulses=DEFAULT_PULSES, gaps=DEFAULT_GAPS, lr: float = 0.01, u: float = U_DESIGN,
-                mode: str = "on_time", t_on: float = 5e-3, pw: float = 5e-6) -> list[DesignPoint]:
+                mode: str = "on_time", t_on: float = 5e-3, pw: float = 5e-6, timing: str = "slot") -> list[DesignPoint]:
     """Evaluate every (N, t_gap) of the grid; see :func:`evaluate_design`."""
     if not pulses or not gaps:
         raise CtfrpuError("design: need at least one N and one t_gap")
-    return [evaluate_design(device, _train(n, gap, mode, t_on, pw), lr, u) for n in pulses for gap in gaps]
+    return [evaluate_design(device, _train(n, gap, mode, t_on, pw), lr, u, timing=timing)
+            for n in pulses for gap in gaps]
 
 
 def recommend(points: list[DesignPoint], compensated: bool = True) -> DesignPoint:
@@ -203,12 +221,13 @@ def recommend(points: list[DesignPoint], compensated: bool = True) -> DesignPoin
 def format_table(points: list[DesignPoint]) -> str:
     """Plain-text table of the grid (one row per design)."""
     head = (f"{'N':>6} {'t_gap':>8} {'pw':>8} {'r':>6} {'gain':>7} {'bias':>8} {'var':>9} {'score':>9}"
-            f" | {'bias_c':>8} {'resid':>7} {'var_c':>9} {'score_c':>9}")
+            f" | {'bias_c':>8} {'resid':>7} {'var_c':>9} {'score_c':>9} | {'k':>6} {'bias_s':>8} {'var_s':>9}")
     lines = [head, "-" * len(head)]
     for p in points:
         lines.append(f"{p.n:>6} {format_time(p.gap):>8} {format_time(p.pw):>8} {p.efficiency:6.3f}"
                      f" {p.gain:7.3f} {p.bias:+8.3f} {p.variance:9.4f} {p.score:9.4f}"
-                     f" | {p.bias_comp:+8.4f} {p.residual_max:7.4f} {p.variance_comp:9.4f} {p.score_comp:9.4f}")
+                     f" | {p.bias_comp:+8.4f} {p.residual_max:7.4f} {p.variance_comp:9.4f} {p.score_comp:9.4f}"
+                     f" | {p.stretch:6.3f} {p.bias_stretch:+8.4f} {p.variance_stretch:9.4f}")
     return "\n".join(lines)
 
 
