@@ -123,16 +123,21 @@ class PulseConfig(_Strict):
 
 
 class UpdateConfig(_Strict):
-    mode: Literal["exact", "expected", "gaussian"] = "exact"
+    mode: Literal["exact", "expected", "gaussian", "factorial"] = "exact"
     """'exact': pulse-exact stochastic update with per-cell pulse history (reference);
     'expected': the noise-free mean update of the device (ablation: bias only);
-    'gaussian': expected update plus Gaussian noise of the exact mode's variance (ablation)."""
+    'gaussian': expected update plus Gaussian noise of the exact mode's variance (ablation);
+    'factorial': OUR 2 x 2 ablation, per cell E(N_b) + [exact(N) - E(N)]: the bias of the design
+    with ``bias_pulses`` = N_b slots and the noise of this config's own design (N = pulses.n)."""
     update_management: bool = True
     """Rescale row/column probabilities by sqrt(max|d|/max|x|) so both use their range (aihwkit)."""
     update_bl_management: bool = False
     """Shorten the train when few pulses are needed (aihwkit); pw is kept, only slots are dropped."""
     noise_scale: float = Field(default=1.0, ge=0)
     """Multiplier of the Gaussian noise in 'gaussian' mode (1 = matched to the exact mode)."""
+    bias_pulses: int | None = Field(default=None, ge=1)
+    """'factorial' mode only: N_b, the pulse count of the design whose mean update (bias) is used
+    (same pulse mode, t_on / pw and gap as ``pulses``)."""
     timing: str = "slot"
     """Timing model of a cell's coincidences within an update (OUR models, ``ctfrpu.devices.timing``):
     'slot' (at their slot of the train; default), 'burst' (back to back, t_gap apart), 'train'

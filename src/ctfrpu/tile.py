@@ -98,7 +98,8 @@ class AnalogTile:
     """
 
     def __init__(self, out_size: int, in_size: int, device, train: PulseTrain, update: UpdateConfig,
-                 io: IOConfig, rng: np.random.Generator, w0: np.ndarray | None = None, gain: float = 1.0):
+                 io: IOConfig, rng: np.random.Generator, w0: np.ndarray | None = None, gain: float = 1.0,
+                 bias_train: PulseTrain | None = None):
         self.out_size = _as_int(out_size, "out_size")
         self.in_size = _as_int(in_size, "in_size")
         kind = device_kind(device)
@@ -156,6 +157,17 @@ class AnalogTile:
         self._ctl0 = make_ctl(self._base_seed, 0, 0, 0.0, self.dw_min, self._n, uc.update_management,
                               uc.update_bl_management, 0.0, train.duration, uc.mode == "gaussian", uc.noise_scale)
         self._event_dtype = np.dtype(EVENT_FIELDS + list(plan.event_fields))
+        self.bias_train = bias_train
+        """'factorial' mode: the design whose mean update (bias) is used; ``train`` gives the noise."""
+        self._bias_plan = None
+        if update.mode == "factorial":
+            if not isinstance(bias_train, PulseTrain):
+                raise CtfrpuError("AnalogTile: update.mode = 'factorial' needs bias_train (update.bias_pulses "
+                                  "in a run config)")
+            if not hasattr(plan, "factorial"):      # an optional capability of a device plan
+                raise CtfrpuError(f"update.mode = 'factorial' is not available for the {kind} device (it has no "
+                                  f"program-time bias to separate); use the ctf device")
+            self._bias_plan = device.plan(shape, bias_train, self.timing)
 
     @classmethod
     def from_config(cls, cfg, w0: np.ndarray, rng: np.random.Generator) -> "AnalogTile":
@@ -170,8 +182,16 @@ class AnalogTile:
         if device is None:
             raise CtfrpuError("device.kind = 'fp' has no analog tile")
         train, gain = compensated_design(device, train, cfg)
+        bias_train = None
+        if cfg.update.mode == "factorial":
+            if cfg.update.bias_pulses is None:
+                raise CtfrpuError("update.mode = 'factorial' needs update.bias_pulses (N_b of the bias design)")
+            if cfg.compensation.kind != "none":
+                raise CtfrpuError("update.mode = 'factorial' with compensation is not supported: the two designs "
+                                  "would need their own gains")
+            bias_train = PulseTrain.from_config(cfg.pulses.model_copy(update={"n": cfg.update.bias_pulses}))
         out_size, in_size = np.shape(w0)
-        return cls(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
+        return cls(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain, bias_train=bias_train)
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -353,10 +373,15 @@ class AnalogTile:
         lrg = self._lrg(lr)
         nb = X.shape[0]
         plan = self._plan
-        if self.update_config.mode == "exact":
+        mode = self.update_config.mode
+        if mode in ("exact", "factorial"):
             start = 0
             while True:
-                st, b = plan.exact(X, D, self._ctl(lrg, start), self._w, self._cells, self._bufs.args, self._stats)
+                if mode == "exact":
+                    st, b = plan.exact(X, D, self._ctl(lrg, start), self._w, self._cells, self._bufs.args, self._stats)
+                else:
+                    st, b = plan.factorial(X, D, self._ctl(lrg, start), self._w, self._cells, self._bufs.args,
+                                           self._stats, self._bias_plan)
                 if st == ST_OK:
                     break
                 if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):

@@ -382,12 +382,21 @@ class CTFPlan:
                      self.state["_stamp_row"], self.state["_stamp_counter"])
         self._no_tab = np.zeros((2, VAR_GRID + 1))
         self._var_tabs: dict[int, np.ndarray] = {}
+        self._corr: np.ndarray | None = None
 
     def exact(self, X, D, ctl, w, cells, bufs, stats):
         return update_exact(X, D, ctl, w, cells, self._dev, bufs, stats)
 
     def apply(self, w, cells, bufs, t0, sink, out):
         return apply(w, cells, self._dev, bufs, t0, sink, True, out)
+
+    def factorial(self, X, D, ctl, w, cells, bufs, stats, bias_plan: "CTFPlan"):
+        """The 2 x 2 ablation update (:func:`update_factorial`): this plan's noise, ``bias_plan``'s bias."""
+        if self._corr is None or self._corr.shape != w.shape:
+            self._corr = np.zeros(w.shape)
+        dev = (self._dev, self._cst_mean, bias_plan._cst_mean, int(bias_plan.train.n),
+               float(self.device.nominal_dw(bias_plan.train.pw)), self._corr)
+        return update_factorial(X, D, ctl, w, cells, dev, bufs, stats)
 
     def _var_table(self, bl: int) -> np.ndarray:
         tab = self._var_tabs.get(bl)
@@ -417,3 +426,91 @@ class CTFPlan:
             if st != ST_OK:
                 return st, k
         return st, b
+
+
+# ------------------------------------------------------------------- 2 x 2 factorial ablation
+
+
+@numba.njit(cache=True)
+def _mean_pass(x, d, ctl, cells, cst, mi, bufs, corr, sgn):
+    """corr[j, i] += sgn * E[dV_T] of design ``ctl`` / ``cst`` (folded) for every active cell, s at
+    the current V_T (the expected mode's closed form). Returns the number of active rows."""
+    base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl
+    (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, _, rows, cols) = bufs
+    bl, work, _ = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
+    if not work:
+        return 0
+    d_gap, d_t, m, inv_norm = cst[C_DGAP], cst[C_DT], cst[C_M], 1.0 / cst[C_NORM]
+    tiny_p = pow_underflows(bl, cst[3], d_gap, d_t)
+    tiny_e = pow_underflows(bl, cst[7], d_gap, d_t)
+    nr = active_units(p, rows)
+    ncol = active_units(q, cols)
+    for jj in range(ncol):
+        j = cols[jj]
+        for ii in range(nr):
+            i = rows[ii]
+            s = sx[i] * sd[j]
+            o = 0 if s > 0 else 4
+            cell = cells[j, i]
+            scale = s * cst[o] * cell[C_KS] * saturation(cell[C_VT], cell[C_LO], cell[C_HI], s, mi, m, inv_norm)
+            corr[j, i] += sgn * scale * ctf_unit_mean(p[i] * q[j], bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t,
+                                                      tiny_p if s > 0 else tiny_e)
+    return nr
+
+
+@numba.njit(cache=True)
+def _nonzero(v, idx):
+    m = 0
+    for u in range(v.size):
+        if v[u] != 0.0:
+            idx[m] = u
+            m += 1
+    return m
+
+
+@numba.njit(cache=True)
+def update_factorial(X, D, ctl, w, cells, dev, bufs, stats):
+    """Bias of design b with the noise of design sigma (OUR 2 x 2 ablation), per cell and sample:
+
+        dV = E_b + (exact_sigma - E_sigma)
+
+    E_* the expected (mean) change of each design from the cell's V_T at the sample's start, exact_sigma
+    the pulse-exact change of design sigma (its trains, its discreteness, its row/column correlations),
+    the result clipped to the cell's window. ``ctl`` describes design sigma (the tile's own train);
+    ``dev`` = (the exact kernel's tuple for sigma, folded constants of sigma, folded constants of b,
+    N_b, dw_min_b, corr scratch (out, in) of zeros)."""
+    dev_s, cst_s, cst_b, n_b, dw_min_b, corr = dev
+    mi = dev_s[1]
+    vt_ref, inv_unit = dev_s[8], 1.0 / dev_s[9]
+    st, bad = kx.check_start(X, D, ctl)
+    if st != ST_OK:
+        return st, bad
+    base, counter, start, lrg, _, _, um, blm, t_start, t_step, gauss, ns = ctl
+    ctl_b = (base, counter, start, lrg, dw_min_b, n_b, um, blm, t_start, t_step, gauss, ns)
+    ri = np.empty(X.shape[1], np.int64)
+    ci = np.empty(D.shape[1], np.int64)
+    out = kx.no_record()
+    for b in range(start, X.shape[0]):
+        _mean_pass(X[b], D[b], ctl_b, cells, cst_b, mi, bufs, corr, 1.0)
+        _mean_pass(X[b], D[b], ctl, cells, cst_s, mi, bufs, corr, -1.0)
+        nr = _nonzero(X[b], ri)
+        nc = _nonzero(D[b], ci)
+        st, bl, clipped, er, ec = kx.draw_sample(X[b], D[b], ctl, b, bufs)
+        if st == ST_OK and bl > 0:
+            cnt = apply(w, cells, dev_s, bufs, t_start + b * t_step, stats[kx.S_SINK:], False, out)
+            kx.account(stats, cnt, er, ec, clipped)
+        for jj in range(nc):
+            j = ci[jj]
+            for ii in range(nr):
+                i = ri[ii]
+                c = corr[j, i]
+                corr[j, i] = 0.0                  # corr stays all-zero between samples (no O(cells) reset)
+                if st == ST_OK:
+                    cell = cells[j, i]
+                    nv = min(max(cell[C_VT] + c, cell[C_LO]), cell[C_HI])
+                    cell[C_VT] = nv
+                    w[j, i] = (nv - vt_ref) * inv_unit
+        if st != ST_OK:                           # grow the buffers and redo this sample
+            return st, b
+        stats[kx.S_UPDATES] += 1
+    return ST_OK, X.shape[0]
