@@ -69,3 +69,15 @@ def test_factorial_from_config_and_its_errors():
     with pytest.raises(CtfrpuError, match="not available for the ideal device"):
         AnalogTile(2, 2, IdealDevice(), _train(10), UpdateConfig(mode="factorial"), IOConfig(),
                    np.random.default_rng(0), bias_train=_train(20))
+
+
+def test_factorial_arm_configs_are_paired_and_classified():
+    from ctfrpu.experiments.ablation import factorial_cell, factorial_configs
+
+    cfgs = factorial_configs({"data": {"dataset": "synthetic"}, "pulses": {"gap": 1e-5}}, 100, 1000, seeds=(0, 1))
+    cells = [factorial_cell(c.to_dict(), 100, 1000) for c in cfgs]
+    assert sorted(set(cells)) == [("large", "large"), ("large", "small"), ("small", "large"), ("small", "small")]
+    assert sorted(c.seed for c in cfgs) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert all(c.pulses.gap == 1e-5 and c.compensation.kind == "none" for c in cfgs)
+    with pytest.raises(CtfrpuError, match="N_small < N_large"):
+        factorial_configs({}, 1000, 100)

@@ -197,3 +197,42 @@ def measure_arms(configs: list[RunConfig], dataset, store=None, pairs: int = 8, 
             log(f"update stats {arm}: output layer slope {out['slope']:.3f}, relative bias "
                 f"{out['relative_bias']:.3f}, relative noise {out['relative_noise']:.3f} ({time.time() - t0:.1f} s)")
     return results
+
+
+# ------------------------------------------------------------------------ 2 x 2 factorial arms
+
+LEVELS = ("small", "large")
+
+
+def factorial_config(base: dict[str, Any], n_bias: int, n_noise: int) -> dict[str, Any]:
+    """OUR 2 x 2 ablation arm: the CTF device with the bias of the design with ``n_bias`` pulses and
+    the noise of the design with ``n_noise`` (``update.mode = 'factorial'``, :mod:`ctfrpu.devices.ctf_update`);
+    everything else (gap, pulse mode, data, network, seed) from ``base``, no compensation."""
+    cfg = arm_config(base, "ctf")
+    cfg["pulses"] = dict(cfg["pulses"], n=int(n_noise))
+    cfg["update"] = dict(cfg["update"], mode="factorial", bias_pulses=int(n_bias))
+    return cfg
+
+
+def factorial_configs(base: dict[str, Any], n_small: int, n_large: int, seeds=(0,)) -> list[RunConfig]:
+    """The four arms (N_b, N_sigma) in {n_small, n_large}^2 for every seed (paired: same seeds)."""
+    if not (isinstance(n_small, int) and isinstance(n_large, int) and 1 <= n_small < n_large):
+        raise CtfrpuError(f"factorial ablation: need integers 1 <= N_small < N_large, got {n_small!r}, {n_large!r}")
+    out = []
+    for nb in (n_small, n_large):
+        for ns in (n_small, n_large):
+            cfg = factorial_config(base, nb, ns)
+            out.extend(validate(dict(cfg, seed=int(s))) for s in seeds)
+    return out
+
+
+def factorial_cell(config: dict[str, Any], n_small: int, n_large: int) -> tuple[str, str] | None:
+    """(bias level, noise level) of a factorial-arm run config, or None if it is not one."""
+    upd = config.get("update", {})
+    if config.get("device", {}).get("kind") != "ctf" or upd.get("mode") != "factorial":
+        return None
+    level = {n_small: "small", n_large: "large"}
+    nb, ns = upd.get("bias_pulses"), config.get("pulses", {}).get("n")
+    if nb not in level or ns not in level:
+        return None
+    return level[nb], level[ns]
