@@ -22,9 +22,9 @@ def cli() -> None:
 
 def _register() -> None:
     # Each group lives in its own module so that commands can be developed independently.
-    from . import data_cmd, device_cmd, train_cmd, runs_cmd, sweep_cmd, report_cmd
+    from . import data_cmd, device_cmd, explore_cmd, train_cmd, runs_cmd, sweep_cmd, report_cmd
 
-    for module in (data_cmd, device_cmd, train_cmd, runs_cmd, sweep_cmd, report_cmd):
+    for module in (data_cmd, device_cmd, train_cmd, runs_cmd, sweep_cmd, report_cmd, explore_cmd):
         for command in module.COMMANDS:
             cli.add_command(command)
 
