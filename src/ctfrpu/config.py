@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import CtfrpuError
 from .units import parse_time
 
-DATASETS = ("mnist", "fashion", "synthetic")
+from .data.registry import DATASET_NAMES as DATASETS
 
 
 class _Strict(BaseModel):
@@ -38,8 +38,9 @@ def _finite(v: float) -> float:
 
 
 class DataConfig(_Strict):
-    dataset: Literal["mnist", "fashion", "synthetic"] = "mnist"
-    """Dataset: 'mnist', 'fashion' (Fashion-MNIST) or 'synthetic' (small generated 28x28 set for tests)."""
+    dataset: Literal[DATASETS] = "mnist"  # type: ignore[valid-type]  (the registry's names)
+    """Dataset (``ctfrpu.data.registry``): 'mnist', 'fashion' (Fashion-MNIST) or 'synthetic' (small
+    generated 28x28 set for tests)."""
     train_limit: int | None = Field(default=None, ge=1)
     """Train on the first N samples of the shuffled training set only (quick looks); None = all."""
     test_limit: int | None = Field(default=None, ge=1)

@@ -53,7 +53,7 @@ def data_group() -> None:
 
 
 @data_group.command("fetch")
-@click.option("--dataset", "dataset", type=click.Choice(["mnist", "fashion", "all"]), default="all",
+@click.option("--dataset", "dataset", type=click.Choice([*FILE_DATASETS, "all"]), default="all",
               show_default=True, help="Which dataset to fetch.")
 @_data_dir_option
 @click.option("--force", is_flag=True, help="Re-download and overwrite files that are already valid.")

@@ -39,20 +39,19 @@ from .layout import (
     read_verified,
 )
 
-DATASET_NAMES = ("mnist", "fashion", "synthetic")
-_ALIASES = {"fashion-mnist": "fashion", "fashion_mnist": "fashion", "fmnist": "fashion"}
+from .registry import ALIASES as _ALIASES
+from .registry import DATASET_NAMES, DATASETS
 
-MNIST_CLASSES = [str(d) for d in range(10)]
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-CLASSES = {"mnist": MNIST_CLASSES, "fashion": FASHION_CLASSES}
+MNIST_CLASSES = list(DATASETS["mnist"].classes)
+FASHION_CLASSES = list(DATASETS["fashion"].classes)
+CLASSES = {d.name: list(d.classes) for d in DATASETS.values() if d.files}
 
 CACHE_NAME = "ctfrpu-cache.npz"
 CACHE_FORMAT = 1
 _CACHE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
 SYNTHETIC_SEED = 20_251_129
-SYNTHETIC_CLASSES = [f"synthetic-{k}" for k in range(10)]
+SYNTHETIC_CLASSES = list(DATASETS["synthetic"].classes)
 IMAGE_SIDE = 28
 
 

@@ -35,8 +35,10 @@ from ctfrpu.errors import CtfrpuError
 from .idx import IdxError, md5_hex, parse_idx, read_idx_bytes
 
 ENV_VAR = "CTFRPU_DATA"
-FILE_DATASETS = ("mnist", "fashion")  # datasets backed by files (synthetic is generated)
-DISPLAY_NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
+from .registry import DATASETS as _REGISTRY
+from .registry import FILE_DATASETS  # noqa: F401  (datasets backed by files; synthetic is generated)
+
+DISPLAY_NAMES = {name: _REGISTRY[name].title for name in FILE_DATASETS}
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"

@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..data.registry import PAPER_DATASETS
 from ..errors import CtfrpuError
 from ..experiments.ablation import ARM_ORDER, ARMS
 from . import figures as F
 from . import verdict as V
 from .data import Study, load_studies
-
-PAPER_DATASETS = ("mnist", "fashion")
 
 
 def _esc(x: Any) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..experiments.ablation import ARM_ORDER, ARMS
+from ..data.registry import DATASETS
 from .data import RunRow, Study, group
 
 STYLE = {
@@ -15,7 +16,7 @@ STYLE = {
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
     "lines.linewidth": 1.6, "lines.markersize": 5, "svg.fonttype": "none",
 }
-DATASET_NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "synthetic": "synthetic (not MNIST)"}
+DATASET_NAMES = {d.name: d.title for d in DATASETS.values()}
 OURS = "CTF program-time model, compensation and ablation arms: OUR reconstruction (science.md §4)."
 
 
