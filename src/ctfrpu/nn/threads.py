@@ -13,6 +13,7 @@ multi-threaded BLAS); ``thread_pinning()`` reads the switch.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -21,6 +22,7 @@ from ..errors import CtfrpuError
 
 _enabled = True
 _controller = None
+_n_modules = 0
 
 
 def set_thread_pinning(enabled: bool) -> None:
@@ -37,13 +39,15 @@ def thread_pinning() -> bool:
 
 
 def _blas_controller():
-    # Built lazily: threadpoolctl inspects the libraries loaded at construction (numpy's BLAS is
-    # loaded by then); reusing one controller keeps a pinning at ~10 us instead of ~1 ms.
-    global _controller
-    if _controller is None:
+    # threadpoolctl sees the libraries loaded when its controller is built; reusing one keeps a
+    # pinning at ~10 us instead of ~1 ms. A library (e.g. scipy's own OpenBLAS) loads with an
+    # import, so the controller is rebuilt whenever the set of imported modules has grown.
+    global _controller, _n_modules
+    if _controller is None or len(sys.modules) != _n_modules:
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController()
+        _n_modules = len(sys.modules)
     return _controller
 
 

@@ -68,6 +68,9 @@ def join_state(tensors: dict[str, torch.Tensor], extra: dict, like: AnalogTile) 
         raise ValueError(f"analog extra state of an unknown format: {type(extra).__name__} "
                          f"{extra.get('format') if isinstance(extra, dict) else ''}")
     ref_tensors, ref_extra = split_state(like.state_dict())
+    kind = extra.get("values", {}).get("kind")
+    if kind != like.kind:
+        raise ValueError(f"state of a {kind} tile, this layer's tile is {like.kind}")
     state: dict = {}
     for key, ref in ref_tensors.items():
         t = tensors[key]
