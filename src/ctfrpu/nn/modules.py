@@ -246,15 +246,17 @@ class AnalogLayerBase(torch.nn.Module):
         absent = [k for k in keys if prefix + k not in state_dict]
         if not absent and extra_key in state_dict:
             tensors = {k: state_dict[prefix + k] for k in keys}
-            tensors["weight"] = tensors["weight"].reshape(-1, self.tile.in_size) \
-                if tensors["weight"].numel() == self.tile.out_size * self.tile.in_size else tensors["weight"]
+            if tensors["weight"].numel() == self.tile.out_size * self.tile.in_size:     # weight_shape -> tile's
+                tensors["weight"] = tensors["weight"].reshape(self.tile.out_size, self.tile.in_size)
             try:
                 self.tile.load_state_dict(tilestate.join_state(tensors, state_dict[extra_key], self.tile))
             except (ValueError, KeyError, CtfrpuError) as exc:
                 error_msgs.append(f"analog tile state of {prefix or 'the layer'}: {exc}")
             return
-        if absent == [k for k in keys if k != "weight"] and prefix + "weight" in state_dict and not strict:
-            # weights only (e.g. a torch.nn.Linear / Conv2d state dict): program them
+        if absent == [k for k in keys if k != "weight"] and prefix + "weight" in state_dict:
+            # weights only (e.g. a torch.nn.Linear / Conv2d state dict): program them; the tile's
+            # entries are reported missing (torch passes strict=True here whatever the caller
+            # asked, and filters afterwards: load such a state with strict=False)
             try:
                 self.set_weights(state_dict[prefix + "weight"])
             except CtfrpuError as exc:
