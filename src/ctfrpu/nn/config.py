@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..config import IOConfig, PulseConfig, UpdateConfig
 from ..devices import CTFDevice, IdealDevice, PulseTrain, check_run_physics, device_kind
 from ..errors import CtfrpuError
@@ -16,6 +18,12 @@ class RPUConfig:
 
     Build it directly, ``RPUConfig(device=CTFDevice(), pulses=PulseConfig(n=1000))``, or from a run
     configuration with :meth:`from_run_config`.
+
+    Devices: only the two built-in device classes, :class:`~ctfrpu.devices.IdealDevice` and
+    :class:`~ctfrpu.devices.CTFDevice` (with any parameters), are accepted today. A device class
+    defined in the user's own code cannot be passed yet: the tile's update kernels are compiled
+    for these two cell layouts. The device plug-in protocol (a device declares its cell records
+    and kernels) will lift this limit; until then other devices raise CtfrpuError here.
     """
 
     device: IdealDevice | CTFDevice = field(default_factory=IdealDevice)
@@ -42,6 +50,14 @@ class RPUConfig:
     def train(self) -> PulseTrain:
         """The validated pulse train of :attr:`pulses`."""
         return PulseTrain.from_config(self.pulses)
+
+    def make_tile(self, out_size: int, in_size: int, rng: np.random.Generator, w0: np.ndarray | None = None):
+        """The :class:`~ctfrpu.tile.AnalogTile` of one layer: this config's device, pulse train,
+        update, I/O and gain, every random draw from ``rng``."""
+        from ..tile import AnalogTile
+
+        return AnalogTile(out_size, in_size, self.device, self.train, self.update, self.io, rng, w0=w0,
+                          gain=self.gain)
 
     @classmethod
     def from_run_config(cls, cfg, gain: float = 1.0) -> "RPUConfig":
