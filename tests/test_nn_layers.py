@@ -157,13 +157,32 @@ def test_regroup_param_groups_gives_each_analog_layer_its_own_lr():
     assert not np.array_equal(b.tile.weights, wb)
 
 
-def test_a_user_defined_device_is_refused_with_the_documented_limit():
+def test_a_user_defined_device_needs_registration_then_trains():
+    from ctfrpu.devices.registry import DEVICES, register_device
+    from ctfrpu.devices.softbounds import SoftBoundsDevice
+
     class MyDevice:
         kind = "mine"
 
-    with pytest.raises(CtfrpuError, match="IdealDevice or CTFDevice"):
+    with pytest.raises(CtfrpuError, match="not a registered device"):
         RPUConfig(device=MyDevice())
-    assert "plug-in" in RPUConfig.__doc__
+    with pytest.raises(CtfrpuError, match="lacks init_state"):
+        register_device("mine", MyDevice)
+
+    class HalfRate(SoftBoundsDevice):          # a user's device: the soft-bounds plug-in at half rate
+        def nominal_dw(self, pw):
+            return super().nominal_dw(pw)
+
+    register_device("halfrate_test", HalfRate)
+    try:
+        lin = AnalogLinear(4, 3, rpu_config=RPUConfig(device=HalfRate(rate=100.0)), rng=0)
+        before = lin.tile.get_weights()
+        lin(torch.ones(1, 4)).sum().backward()
+        AnalogSGD(lin.parameters(), lr=0.1).step()
+        assert not np.array_equal(before, lin.tile.get_weights())
+    finally:
+        DEVICES.pop("halfrate_test", None)
+    assert "register_device" in RPUConfig.__doc__
 
 
 def test_weights_only_state_dict_of_a_digital_layer_programs_the_tile():

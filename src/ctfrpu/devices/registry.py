@@ -39,6 +39,24 @@ def device_class(kind: str):
         raise CtfrpuError(f"unknown device kind {kind!r}; choose one of {', '.join(DEVICES)}") from None
 
 
+PROTOCOL = ("init_state", "nominal_dw", "apply_pulses", "program", "program_efficiency", "moment_coeffs", "plan")
+"""What a device class must provide (docs/architecture.md)."""
+
+
+def register_device(kind: str, cls: type) -> None:
+    """Register a device plug-in (for example one defined in a user's own code) under ``kind``.
+    One-line CtfrpuError if the name is taken or the class lacks part of the protocol."""
+    if not isinstance(kind, str) or not kind.isidentifier() or kind == FP:
+        raise CtfrpuError(f"register_device: kind must be an identifier other than 'fp', got {kind!r}")
+    if kind in DEVICES and DEVICES[kind] is not cls:
+        raise CtfrpuError(f"register_device: kind {kind!r} is already registered ({DEVICES[kind].__name__})")
+    missing = [m for m in PROTOCOL if not callable(getattr(cls, m, None))]
+    if missing:
+        raise CtfrpuError(f"register_device: {getattr(cls, '__name__', cls)!r} lacks {', '.join(missing)} "
+                          f"(see docs/architecture.md)")
+    DEVICES[kind] = cls
+
+
 def device_kind(device) -> str:
     """The registered kind of a device instance (one-line error for anything else)."""
     for kind, cls in DEVICES.items():

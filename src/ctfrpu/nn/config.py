@@ -19,15 +19,14 @@ class RPUConfig:
     Build it directly, ``RPUConfig(device=CTFDevice(), pulses=PulseConfig(n=1000))``, or from a run
     configuration with :meth:`from_run_config`.
 
-    Devices: only the two built-in device classes, :class:`~ctfrpu.devices.IdealDevice` and
-    :class:`~ctfrpu.devices.CTFDevice` (with any parameters), are accepted today. A device class
-    defined in the user's own code cannot be passed yet: the tile's update kernels are compiled
-    for these two cell layouts. The device plug-in protocol (a device declares its cell records
-    and kernels) will lift this limit; until then other devices raise CtfrpuError here.
+    Devices: any registered device (``ctfrpu.devices.registry.DEVICES``: ideal, ctf, softbounds).
+    A device class defined in the user's own code implements the device protocol
+    (docs/architecture.md: physics, a plan with its records and kernels) and is registered with
+    :func:`ctfrpu.devices.registry.register_device`; an unregistered object raises CtfrpuError here.
     """
 
-    device: IdealDevice | CTFDevice = field(default_factory=IdealDevice)
-    """The device of every cell (ideal constant-step device or OUR CTF model)."""
+    device: IdealDevice | CTFDevice | object = field(default_factory=IdealDevice)
+    """The device of every cell (a registered device: ideal constant-step device, OUR CTF model, ...)."""
     pulses: PulseConfig = field(default_factory=PulseConfig)
     """Pulse-train design: N slots, gap, on_time / fixed_pw mode."""
     update: UpdateConfig = field(default_factory=UpdateConfig)
