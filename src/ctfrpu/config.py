@@ -12,6 +12,7 @@ device dataclasses (:mod:`ctfrpu.devices`) and are overridden here by name throu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -169,12 +170,43 @@ class RunConfig(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def device_parameters(self) -> dict[str, Any] | None:
+        """Every parameter of the run's device, resolved (parameter file, then ``device.params``;
+        units parsed), or None for an fp run. One-line CtfrpuError for a bad file or name."""
+        if self.device.kind == "fp":
+            return None
+        import dataclasses
+
+        from .devices.registry import build_device
+
+        dev = build_device(self.device.kind, self.device.params_file, self.device.params)
+        return {f.name: getattr(dev, f.name) for f in dataclasses.fields(dev) if f.init}
+
     def hash(self) -> str:
-        """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded."""
+        """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded.
+
+        Content-addressed: for a device run, ``device.params_file`` and ``device.params`` are
+        replaced by the resolved device parameters that differ from the device's defaults, so
+        editing a parameter file makes a new hash, the same values given inline or through a file
+        (or as '50us' and 5e-05) hash alike, and a config without device parameters hashes as it
+        always did. Reads the parameter file (one-line CtfrpuError if it is unreadable).
+        """
         d = self.to_dict()
         d.pop("name", None)
         d.pop("sweep", None)
+        resolved = self.device_parameters()
+        if resolved is not None:
+            default = _default_device(self.device.kind)
+            d["device"].pop("params_file", None)
+            d["device"]["params"] = {k: v for k, v in resolved.items() if getattr(default, k) != v}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _default_device(kind: str):
+    from .devices.registry import device_class
+
+    return device_class(kind)()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
     Every setting comes from the config (defaults < --config FILE < flags < --set); the resolved
     config and per-epoch metrics are stored in the run store. The run checkpoints after every
     epoch; Ctrl-C (or kill) marks it interrupted, and `ctfrpu train --resume ID` continues it.
+    A run whose loss runs away (above 10 x the chance loss ln(classes), or non-finite weights)
+    stops and is recorded 'diverged' (exit status 1).
     """
     from ..training.runner import RunInterrupted, execute_run
 
@@ -100,14 +102,19 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
         if cfg is None:
             cfg = validate(store.get(run_id).config)
         final = result["final"]
+        status = result.get("status", "finished")
         if as_json:
-            click.echo(json.dumps({"run_id": run_id, "status": "finished", "config_hash": cfg.hash(),
+            click.echo(json.dumps({"run_id": run_id, "status": status, "config_hash": cfg.hash(),
                                    "config": cfg.to_dict(), "test_accuracy": final["test_accuracy"],
-                                   "final": final, "epochs": result["epochs"]}))
+                                   "final": final, "epochs": result["epochs"],
+                                   **({"reason": result["reason"]} if "reason" in result else {})}))
         else:
-            click.echo(f"run {run_id} finished: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
-                       f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}, "
+            click.echo(f"run {run_id} {status}: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
+                       f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4g}, "
                        f"{final['seconds']:.1f} s  [store {store.path}]")
+        if status == "diverged":
+            click.echo(f"warning: run {run_id} {result['reason']}", err=True)
+            raise click.exceptions.Exit(1)
 
 
 _TERMINATED = []

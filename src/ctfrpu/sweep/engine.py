@@ -44,7 +44,7 @@ def available_cores() -> int:
 
 class StoreState(NamedTuple):
     status: str
-    """'finished', 'failed' or 'missing'."""
+    """'finished', 'diverged', 'failed' or 'missing'."""
     run_id: int | None
     final: dict[str, Any] | None
 
@@ -56,11 +56,17 @@ def store_status(sweep: Sweep, store: Store) -> dict[str, StoreState]:
     failed: dict[str, int] = {}
     for rec in store.list(status="failed"):
         failed[rec.config_hash] = rec.id
+    diverged: dict[str, Any] = {}
+    for rec in store.list(status="diverged"):  # a result (deterministic): never rerun
+        diverged.setdefault(rec.config_hash, rec)
     out: dict[str, StoreState] = {}
     for run in sweep.runs:
         done = store.finished_by_hash(run.hash)
         if done is not None:
             out[run.hash] = StoreState("finished", done.id, done.final)
+        elif run.hash in diverged:
+            rec = diverged[run.hash]
+            out[run.hash] = StoreState("diverged", rec.id, rec.final)
         elif run.hash in failed:
             out[run.hash] = StoreState("failed", failed[run.hash], None)
         else:
@@ -71,14 +77,19 @@ def store_status(sweep: Sweep, store: Store) -> dict[str, StoreState]:
 # --------------------------------------------------------------------------------------- result
 
 
+DONE = ("finished", "skipped-finished", "diverged", "skipped-diverged")
+
+
 @dataclass
 class RunOutcome:
     index: int
     hash: str
     varied: dict[str, Any]
     status: str
-    """'finished' / 'failed' (this invocation), 'skipped-finished', 'skipped-failed' (already in
-    the store), 'not-run' (interrupted or lost before it completed)."""
+    """'finished' / 'diverged' / 'failed' (this invocation), 'skipped-finished', 'skipped-diverged',
+    'skipped-failed' (already in the store), 'not-run' (interrupted or lost before it completed).
+    A diverged run is a result (its loss ran away, :data:`ctfrpu.training.runner.DIVERGE_FACTOR`),
+    deterministic for its config, so it is never rerun and counts as done."""
     run_id: int | None = None
     final: dict[str, Any] | None = None
     error: str | None = None
@@ -109,11 +120,12 @@ class SweepResult:
     @property
     def complete(self) -> bool:
         """Every run of the sweep has a finished run in the store."""
-        return all(o.status in ("finished", "skipped-finished") for o in self.outcomes)
+        return all(o.status in DONE for o in self.outcomes)
 
     def to_dict(self) -> dict[str, Any]:
         counts = {s: self.count(s) for s in
-                  ("finished", "failed", "skipped-finished", "skipped-failed", "not-run")}
+                  ("finished", "diverged", "failed", "skipped-finished", "skipped-diverged", "skipped-failed",
+                   "not-run")}
         return {
             "sweep": self.sweep, "file": self.file, "store": self.store, "total": self.total,
             "counts": counts, "complete": self.complete, "interrupted": self.interrupted,
@@ -266,8 +278,8 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
     todo: list[SweepRun] = []
     for run in sweep.runs:
         st = status[run.hash]
-        if st.status == "finished":
-            result.outcomes.append(RunOutcome(run.index, run.hash, run.varied, "skipped-finished",
+        if st.status in ("finished", "diverged"):
+            result.outcomes.append(RunOutcome(run.index, run.hash, run.varied, f"skipped-{st.status}",
                                               st.run_id, final=st.final))
         elif st.status == "failed" and not retry_failed:
             result.outcomes.append(RunOutcome(run.index, run.hash, run.varied, "skipped-failed",
@@ -366,6 +378,9 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s  {run.label()}")
             elif outcome.status == "skipped-finished":
                 emit(f"{tag} already finished (recorded by another process)  {run.label()}")
+            elif outcome.status == "diverged":
+                n_ok += 1
+                emit(f"{tag} DIVERGED {outcome.seconds:7.1f}s  {run.label()}: {_short(outcome.error)}")
             else:
                 n_bad += 1
                 emit(f"{tag} FAILED  {run.label()}: {_short(outcome.error)}")
@@ -416,5 +431,5 @@ def _record(store: Store, sweep: Sweep, run: SweepRun, out: dict[str, Any]) -> R
     cfg = run.config
     base.run_id = store.record_run(cfg.to_dict(), run.hash, out["status"], out["epochs"],
                                    out["final"], out["error"], out["started"], out["ended"],
-                                   name=cfg.name, sweep=sweep.name, once=True)
+                                   name=cfg.name, sweep=sweep.name, once=True, device=out.get("device"))
     return base

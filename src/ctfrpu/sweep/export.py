@@ -60,7 +60,7 @@ def tables(store, sweep: str | None = None):
     records = store.list(sweep=sweep)
     run_rows, epoch_rows = [], []
     for rec in records:
-        base = {"run_id": rec.id, "sweep": rec.sweep, "name": rec.name, "status": rec.status,
+        base = {"run_id": rec.id, "sweep": rec.sweep, "name": rec.name, "status": rec.shown_status,
                 "config_hash": rec.config_hash, "started": rec.started, "ended": rec.ended,
                 "version": rec.version, "error": rec.error}
         final = _prefixed(dict(rec.final or {}), set(RUN_COLUMNS), "final.")
@@ -71,7 +71,7 @@ def tables(store, sweep: str | None = None):
             m = _prefixed(m, set(RUN_COLUMNS), "metric.")
             ecfg = _prefixed(flatten_config(rec.config), set(RUN_COLUMNS) | set(m), "config.")
             epoch_rows.append({"run_id": rec.id, "epoch": int(metrics["epoch"]), **m,
-                               "sweep": rec.sweep, "name": rec.name, "status": rec.status,
+                               "sweep": rec.sweep, "name": rec.name, "status": rec.shown_status,
                                "config_hash": rec.config_hash, **ecfg})
     runs = _tidy(pd.DataFrame(run_rows, columns=_columns(run_rows, RUN_COLUMNS)))
     epochs = _tidy(pd.DataFrame(epoch_rows, columns=_columns(epoch_rows, EPOCH_KEYS)))
