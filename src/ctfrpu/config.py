@@ -28,8 +28,18 @@ from .units import parse_time
 DATASETS = ("mnist", "fashion", "synthetic")
 
 
+#: Upper bounds that keep a typo from asking for terabytes (a one-line error instead of an
+#: ArrayMemoryError). Ours: far above every design in the papers (N <= a few thousand, layers of
+#: a few hundred units) and still within a workstation's memory for one tile.
+MAX_PULSES = 100_000
+MAX_LAYER = 8192
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    # strict: no bool for a number (`epochs = true` was one epoch), no string for a bool
+    # (`update_management = "yes"`), no float for an int; an int is still accepted for a float.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              strict=True)
 
 
 def _finite(v: float) -> float:
@@ -60,6 +70,8 @@ class ModelConfig(_Strict):
     def _positive(cls, v: list[int]) -> list[int]:
         if not v or any(h < 1 for h in v):
             raise ValueError("hidden sizes must be a non-empty list of positive integers")
+        if any(h > MAX_LAYER for h in v):
+            raise ValueError(f"hidden sizes must be at most {MAX_LAYER}")
         return v
 
 
@@ -89,7 +101,7 @@ class DeviceConfig(_Strict):
 
 
 class PulseConfig(_Strict):
-    n: int = Field(default=1000, ge=1)
+    n: int = Field(default=1000, ge=1, le=MAX_PULSES)
     """N: number of slots of each row/column pulse train (aihwkit's desired_bl)."""
     gap: float = 1e-6
     """t_gap: off time between successive slots, seconds (accepts '1us')."""
@@ -237,27 +249,65 @@ def validate(data: dict[str, Any]) -> RunConfig:
         raise CtfrpuError(f"invalid config value: {err}") from None
 
 
+#: Deepest table nesting accepted in a TOML file (ours: configs nest 3 deep; the limit keeps a
+#: hostile file from reaching Python's recursion limit).
+MAX_TOML_DEPTH = 32
+
+
+def parse_toml_text(text: str, where: str) -> dict[str, Any]:
+    """TOML text -> dict with one-line errors (bad syntax, absurd nesting)."""
+    depth = _nesting(text)
+    if depth > MAX_TOML_DEPTH:
+        raise CtfrpuError(f"{where}: invalid TOML: nested {depth} levels deep (at most {MAX_TOML_DEPTH})")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CtfrpuError(f"{where}: invalid TOML: {err}") from None
+    except RecursionError:
+        raise CtfrpuError(f"{where}: invalid TOML: nested too deeply") from None
+
+
+def _nesting(text: str) -> int:
+    """Upper bound of the bracket/brace nesting of ``text`` (strings ignored only roughly: a
+    bracket inside a string can only make the bound larger, never hide real nesting)."""
+    depth = best = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return best
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file into a dict; one-line errors for a missing file or bad syntax."""
+    """Read a TOML file into a dict; one-line errors for a missing file, bad encoding or syntax."""
     p = Path(path)
     if not p.is_file():
         raise CtfrpuError(f"config file not found: {p}")
     try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise CtfrpuError(f"{p}: invalid TOML: {err}") from None
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CtfrpuError(f"{p}: not a TOML text file (not UTF-8 at byte {err.start})") from None
+    except OSError as err:
+        raise CtfrpuError(f"cannot read {p}: {err.strerror or err}") from None
+    return parse_toml_text(text, str(p))
 
 
 def parse_value(text: str) -> Any:
-    """Interpret a CLI override value: TOML scalar/array syntax if it parses, else the string."""
+    """Interpret a CLI override value: TOML scalar/array/inline-table syntax if it parses, else
+    the string."""
+    if _nesting(text) > MAX_TOML_DEPTH:
+        raise CtfrpuError(f"value nested too deeply: {text[:40]!r}...")
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data['a']['b'] = value`` for ``dotted='a.b'`` (creating sections)."""
+    """Set ``data['a']['b'] = value`` for ``dotted='a.b'`` (creating sections). A table value
+    given for a section merges into it (``--set "optim={lr=0.5}"`` keeps ``optim.epochs``)."""
     keys = dotted.split(".")
     if any(not k for k in keys):
         raise CtfrpuError(f"bad config key '{dotted}'")
@@ -267,7 +317,11 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise CtfrpuError(f"config key '{dotted}': '{k}' is not a section")
         cur = nxt
-    cur[keys[-1]] = value
+    last = keys[-1]
+    if isinstance(value, dict) and isinstance(cur.get(last), dict):
+        cur[last] = merge(cur[last], value)
+    else:
+        cur[last] = value
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -124,13 +124,16 @@ def show_run(run_id, as_json, store_path) -> None:
 @click.option("--out", required=True, type=click.Path(),
               help="OUT_runs.<fmt> + OUT_epochs.<fmt> (an existing directory: runs.<fmt>, epochs.<fmt>).")
 @click.option("--sweep", default=None, help="Only runs of this sweep.")
+@click.option("--force", is_flag=True, help="Overwrite existing export files.")
 @store_option
-def export(fmt, out, sweep, store_path) -> None:
-    """Write the runs and their epochs as tidy CSV/Parquet tables (see docs/sweeps.md)."""
+def export(fmt, out, sweep, force, store_path) -> None:
+    """Write the runs and their epochs as tidy CSV/Parquet tables (see docs/sweeps.md).
+
+    Existing files are kept unless --force; both files appear together or not at all."""
     from ..sweep.export import export_runs
 
     with Store(store_path, create=False) as store:
-        runs_path, epochs_path = export_runs(store, fmt, out, sweep=sweep)
+        runs_path, epochs_path = export_runs(store, fmt, out, sweep=sweep, force=force)
     click.echo(f"wrote {runs_path} and {epochs_path}")
 
 

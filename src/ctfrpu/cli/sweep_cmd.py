@@ -47,6 +47,10 @@ def sweep(file: str, store_path: str | None, workers: int | None, scheduler: str
     from ..store import Store, default_store_path
     from ..sweep.spec import load_sweep
 
+    if scheduler:
+        from ..sweep.engine import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     spec = load_sweep(file)
     path = Path(store_path) if store_path else default_store_path()
     if dry_run:

@@ -322,7 +322,7 @@ def reproduce(profile_name: str, store, out: str | Path, workers: int | None = N
     if report:
         from ..report import build_report
 
-        path = build_report(store, out / "report")
+        path = build_report(store, out / "report", force=True)  # the pipeline's own output: rebuilt on rerun
         result["report"] = str(path)
         log(f"reproduce {profile.name}: report written to {path}")
     result["seconds"] = round(time.time() - t0, 1)

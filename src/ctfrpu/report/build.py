@@ -42,25 +42,33 @@ def _pct(x: float | None) -> str:
 
 
 class _Writer:
-    def __init__(self, out: Path):
+    """Writes the report's files: each atomically (:mod:`ctfrpu.outfiles`), never through a
+    symbolic link, and not over an existing report unless ``force``."""
+
+    def __init__(self, out: Path, force: bool = False, inputs=()):
+        from ..outfiles import check_outputs, output_dir
+
         self.out = out
         self.fig_dir = out / "figures"
         self.tab_dir = out / "tables"
+        self.page = out / "report.html"
+        if self.page.exists() and not force:
+            raise CtfrpuError(f"{self.page} exists; pass --force to overwrite the report (or choose another --out)")
+        check_outputs([self.page], inputs=inputs, force=True)
         for d in (out, self.fig_dir, self.tab_dir):
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise CtfrpuError(f"cannot create report directory {d}: {err.strerror or err}") from None
+            output_dir(d)
         self.files: list[Path] = []
 
     def figure(self, fig, stem: str, alt: str) -> str:
+        from ..outfiles import atomic_path
+
         plt = F.pyplot()
         png, svg = self.fig_dir / f"{stem}.png", self.fig_dir / f"{stem}.svg"
         try:
-            fig.savefig(png, dpi=130, bbox_inches="tight", pad_inches=0.1)
-            fig.savefig(svg, bbox_inches="tight", pad_inches=0.1)
-        except OSError as err:
-            raise CtfrpuError(f"cannot write figure {png}: {err.strerror or err}") from None
+            with atomic_path(png) as tmp:
+                fig.savefig(tmp, dpi=130, bbox_inches="tight", pad_inches=0.1, format="png")
+            with atomic_path(svg) as tmp:
+                fig.savefig(tmp, bbox_inches="tight", pad_inches=0.1, format="svg")
         finally:
             plt.close(fig)
         self.files += [png, svg]
@@ -72,17 +80,16 @@ class _Writer:
     def csv(self, name: str, header: list[str], rows: list[list[Any]], comment: str = "") -> str:
         import csv
 
+        from ..outfiles import atomic_path
+
         path = self.tab_dir / f"{name}.csv"
-        try:
-            with open(path, "w", newline="") as fh:
-                if comment:
-                    fh.write(f"# {comment}\n")
-                w = csv.writer(fh)
-                w.writerow(header)
-                for r in rows:
-                    w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
-        except OSError as err:
-            raise CtfrpuError(f"cannot write {path}: {err.strerror or err}") from None
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            if comment:
+                fh.write(f"# {comment}\n")
+            w = csv.writer(fh)
+            w.writerow(header)
+            for r in rows:
+                w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
         self.files.append(path)
         return f'<a href="tables/{name}.csv">{name}.csv</a>'
 
@@ -404,9 +411,12 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     return "\n".join(parts), verdicts
 
 
-def build_report(store, out: str | Path, store_label: str | None = None) -> Path:
-    """Write the report for ``store`` (a :class:`ctfrpu.store.Store`) into ``out``; returns report.html."""
-    w = _Writer(Path(out))
+def build_report(store, out: str | Path, store_label: str | None = None, force: bool = False) -> Path:
+    """Write the report for ``store`` (a :class:`ctfrpu.store.Store`) into ``out``; returns report.html.
+
+    An existing ``out/report.html`` is overwritten only with ``force``; every file is written
+    atomically, report.html last (a report that is there is complete)."""
+    w = _Writer(Path(out), force=force, inputs=[store.path])
     studies = load_studies(store)
     label = store_label or str(store.path)
     t0 = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -415,7 +425,7 @@ def build_report(store, out: str | Path, store_label: str | None = None) -> Path
             '<div class="ours"><b>What is ours.</b> Only the abstracts of Shrivastava et al. (arXiv:2307.06088, '
             "arXiv:2402.09792) are public. The CTF program-time model (transient field enhancement e, onset delay, "
             "relaxation), its parameter preset, the pulse-train compensation rule (gain 1/r on A*B), the ablation arms, "
-            "the update-statistics instrument and the verdict thresholds are OUR reconstruction (science.md §4), not the "
+            "the update-statistics instrument and the verdict thresholds are OUR reconstruction (docs/science.md §4), not the "
             "papers'. The stochastic pulse update follows Gokmen & Vlasov (2016). Verdicts say whether a finding holds "
             "<i>in our model</i>.</div>"]
     body: list[str] = []
@@ -436,9 +446,6 @@ def build_report(store, out: str | Path, store_label: str | None = None) -> Path
         head += summary
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ctfrpu report</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(head + body) + "</body></html>")
-    path = w.out / "report.html"
-    try:
-        path.write_text(page, encoding="utf-8")
-    except OSError as err:
-        raise CtfrpuError(f"cannot write {path}: {err.strerror or err}") from None
-    return path
+    from ..outfiles import write_text
+
+    return write_text(w.page, page)

@@ -16,7 +16,7 @@ STYLE = {
     "lines.linewidth": 1.6, "lines.markersize": 5, "svg.fonttype": "none",
 }
 DATASET_NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST", "synthetic": "synthetic (not MNIST)"}
-OURS = "CTF program-time model, compensation and ablation arms: OUR reconstruction (science.md §4)."
+OURS = "CTF program-time model, compensation and ablation arms: OUR reconstruction (docs/science.md §4)."
 
 
 def pyplot():
@@ -182,7 +182,7 @@ def ablation_accuracy(study: Study, datasets: list[str], design: dict[str, tuple
                 ttl += f", N = {n}, t_gap {gap_label(gap)}"
             ax.set_title(ttl)
         fig.text(0.5, -0.02, "Bars: mean ± sd over seeds; dots: single seeds. Arms are OUR ablation design "
-                 "(science.md §4).", ha="center", va="top", fontsize=8, color="0.3")
+                 "(docs/science.md §4).", ha="center", va="top", fontsize=8, color="0.3")
         fig.tight_layout()
     return fig
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -156,6 +157,19 @@ def quiet_dask(verbose: bool = False) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """A dask scheduler address as ``[tcp://]host:port`` (one-line CtfrpuError otherwise), checked
+    before any connection attempt -- a malformed one used to fail after a 40 s timeout."""
+    m = _ADDRESS.match(address.strip()) if isinstance(address, str) else None
+    if not m or not 0 < int(m.group(1)) < 65536:
+        raise CtfrpuError(f"--scheduler {address!r} is not a scheduler address; give [tcp://]HOST:PORT, "
+                          "e.g. tcp://10.0.0.5:8786")
+    return address.strip()
+
+
 @contextmanager
 def open_client(*, workers: int | None = None, scheduler: str | None = None,
                 verbose: bool = False) -> Iterator[Any]:
@@ -164,9 +178,10 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None,
     from distributed import Client, LocalCluster
 
     if scheduler:
+        scheduler = check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout="20s", set_as_default=False)
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:
             raise CtfrpuError(f"cannot connect to the dask scheduler at {scheduler}: {err}") from None
         try:
             _check_workers(client, scheduler)
@@ -271,6 +286,8 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
         raise CtfrpuError(f"--workers must be >= 1, got {workers}")
     if workers is not None and (scheduler or client is not None):
         raise CtfrpuError("--workers sizes the local cluster; it cannot be used with --scheduler")
+    if scheduler:
+        check_scheduler_address(scheduler)
     t0 = time.perf_counter()
     result = SweepResult(sweep=sweep.name, file=str(sweep.path), store=str(store.path),
                          total=len(sweep.runs), scheduler=scheduler)

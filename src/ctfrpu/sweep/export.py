@@ -117,28 +117,32 @@ def output_paths(fmt: str, out: str | Path) -> tuple[Path, Path]:
 
 
 def _write(df, fmt: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        if fmt == "csv":
-            df.to_csv(part, index=False)
-        else:
-            df.to_parquet(part, index=False)
-        os.replace(part, path)
-    except OSError as err:
-        part.unlink(missing_ok=True)
-        raise CtfrpuError(f"cannot write {path}: {err}") from None
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False)
 
 
-def export_runs(store, fmt: str, out: str | Path, sweep: str | None = None) -> tuple[Path, Path]:
+def export_runs(store, fmt: str, out: str | Path, sweep: str | None = None,
+                force: bool = False) -> tuple[Path, Path]:
     """Write the runs table and the epochs table of ``store`` (of ``sweep`` only, if given) as
-    ``fmt`` ('csv' or 'parquet') next to ``out``; returns the two paths (see module doc)."""
+    ``fmt`` ('csv' or 'parquet') next to ``out``; returns the two paths (see module doc).
+
+    Both files are written to temporaries first and renamed only when both are complete (a full
+    disk leaves neither half a file nor one table without the other). Existing files need
+    ``force``; an output that is the store itself or a symbolic link is refused.
+    """
+    from ..outfiles import atomic_path, check_outputs, output_dir
+
     runs_path, epochs_path = output_paths(fmt, out)
+    check_outputs([runs_path, epochs_path], inputs=[store.path], force=force)
     runs, epochs = tables(store, sweep)
     if runs.empty:
         which = f" of sweep '{sweep}'" if sweep else ""
         hint = " (see `ctfrpu runs list`)" if sweep else ""
         raise CtfrpuError(f"no runs{which} in {store.path}{hint}")
-    _write(runs, fmt, runs_path)
-    _write(epochs, fmt, epochs_path)
+    output_dir(runs_path.parent)
+    with atomic_path(runs_path) as tmp_runs, atomic_path(epochs_path) as tmp_epochs:
+        _write(runs, fmt, tmp_runs)
+        _write(epochs, fmt, tmp_epochs)
     return runs_path, epochs_path
