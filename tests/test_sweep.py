@@ -229,7 +229,7 @@ def test_export_paths_and_mixed_types(tmp_path):
         output_paths("xls", tmp_path / "a")
     with Store(tmp_path / "m.db") as store:
         for i, value in enumerate((0.5, "fast")):
-            store.record_run({"seed": i, "device": {"params": {"x": value}}}, f"h{i}", "finished",
+            store.record_run({"seed": i, "device": {"kind": "ctf", "params": {"x": value}}}, f"h{i}", "finished",
                              [{"epoch": 1, "test_accuracy": 0.5}], {"test_accuracy": 0.5}, None, 0.0, 1.0)
         runs, _ = tables(store)
         assert list(runs["device.params.x"]) == ["0.5", "fast"]
