@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from ctfrpu.config import validate
 from ctfrpu.store import Store
 from ctfrpu.sweep.export import export_runs, tables
+from ctfrpu.training.runner import device_parameters
 
 
 def _store(path, kinds=("fp", "ctf")):
@@ -20,7 +21,7 @@ def _store(path, kinds=("fp", "ctf")):
             cfg = validate(doc)
             s.record_run(cfg.to_dict(), cfg.hash(), "finished", [{"epoch": 1, "test_accuracy": 0.5, "seconds": 1.0}],
                          {"test_accuracy": 0.5, "epochs": 1, "seconds": 2.0}, None, 1.7e9 + i, 1.7e9 + i + 0.25,
-                         device=cfg.device_parameters())
+                         device=device_parameters(cfg))
     return path
 
 

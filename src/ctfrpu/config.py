@@ -12,7 +12,6 @@ device dataclasses (:mod:`ctfrpu.devices`) and are overridden here by name throu
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -182,43 +181,58 @@ class RunConfig(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def device_parameters(self) -> dict[str, Any] | None:
-        """Every parameter of the run's device, resolved (parameter file, then ``device.params``;
-        units parsed), or None for an fp run. One-line CtfrpuError for a bad file or name."""
-        if self.device.kind == "fp":
-            return None
-        import dataclasses
-
-        from .devices.registry import build_device
-
-        dev = build_device(self.device.kind, self.device.params_file, self.device.params)
-        return {f.name: getattr(dev, f.name) for f in dataclasses.fields(dev) if f.init}
-
     def hash(self) -> str:
         """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded.
 
-        Content-addressed: for a device run, ``device.params_file`` and ``device.params`` are
-        replaced by the resolved device parameters that differ from the device's defaults, so
-        editing a parameter file makes a new hash, the same values given inline or through a file
-        (or as '50us' and 5e-05) hash alike, and a config without device parameters hashes as it
-        always did. Reads the parameter file (one-line CtfrpuError if it is unreadable).
+        Content-addressed: with a ``device.params_file``, the file's path is replaced by its
+        parameter values (merged with ``device.params``; times in seconds, numbers as floats), so
+        editing the file makes a new hash and the same values inline or in another file hash
+        alike. A config without a parameter file and with float (or no) overrides hashes as it
+        always did. Reads the file (one-line CtfrpuError if
+        it is unreadable). The full resolved device is recorded by the runner (store
+        ``device_json``); this layer cannot build devices.
         """
         d = self.to_dict()
         d.pop("name", None)
         d.pop("sweep", None)
-        resolved = self.device_parameters()
-        if resolved is not None:
-            default = _default_device(self.device.kind)
-            d["device"].pop("params_file", None)
-            d["device"]["params"] = {k: v for k, v in resolved.items() if getattr(default, k) != v}
+        if self.device.kind != "fp":
+            values = read_params_file(self.device.params_file) if self.device.params_file else {}
+            values.update(self.device.params)
+            d["device"]["params_file"] = None  # as if given inline: the path is not the content
+            d["device"]["params"] = {k: _canonical(v) for k, v in sorted(values.items())}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=None)
-def _default_device(kind: str):
-    from .devices.registry import device_class
+def _canonical(v: Any) -> Any:
+    """A device-parameter value as hashed: a time string ('20us') in seconds, numbers as floats."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return parse_time(v, "parameter")
+        except CtfrpuError:
+            return v
+    return v
 
-    return device_class(kind)()
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The parameter values of a device parameter file (its ``[params]`` table, or the flat
+    table), for hashing; the device layer (``ctfrpu.devices.registry``) validates them."""
+    p = Path(path)
+    if not p.is_file():
+        raise CtfrpuError(f"device parameter file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+        data = json.loads(text) if p.suffix == ".json" else parse_toml_text(text, str(p))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as err:
+        raise CtfrpuError(f"{p}: cannot parse device parameters: {type(err).__name__}") from None
+    if not isinstance(data, dict):
+        raise CtfrpuError(f"{p}: device parameters must be a table of name = value, not a {type(data).__name__}")
+    if isinstance(data.get("params"), dict):
+        data = data["params"]
+    return {k: v for k, v in data.items() if not isinstance(v, dict)}
 
 
 # ----------------------------------------------------------------------------------------------

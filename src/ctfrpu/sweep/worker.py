@@ -107,7 +107,9 @@ def run_task(config: dict[str, Any], data_dir: str | None = None,
             except CtfrpuError:  # unreadable, foreign or of another ctfrpu version: this run starts over
                 ckpt.remove(path)
             kwargs["checkpoint"] = path
-        result["device"] = cfg.device_parameters()
+        from ..training.runner import device_parameters
+
+        result["device"] = device_parameters(cfg)
         out = train(cfg, dataset=data, **kwargs)
         result.update(status=out.get("status", "finished"), epochs=list(out["epochs"]), final=dict(out["final"]),
                       error=out.get("reason"))

@@ -57,6 +57,19 @@ def _analog_tile(cfg: RunConfig, w0: np.ndarray, rng: np.random.Generator):
     return AnalogTile(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain)
 
 
+def device_parameters(cfg: RunConfig) -> dict[str, Any] | None:
+    """Every parameter of the run's device, resolved (parameter file, then ``device.params``;
+    units parsed) -- what the store records -- or None for an fp run."""
+    if cfg.device.kind == "fp":
+        return None
+    import dataclasses
+
+    from ..devices import build_device
+
+    dev = build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
+    return {f.name: getattr(dev, f.name) for f in dataclasses.fields(dev) if f.init}
+
+
 def split_data(cfg: RunConfig, ds, rng: np.random.Generator):
     """Shuffle the training set once (seeded), hold out ``val_size``, apply ``train_limit``."""
     n = len(ds.y_train)
@@ -236,7 +249,7 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
                 from None
         if cfg.hash() != record.config_hash:
             changed = ""
-            if record.device is not None and cfg.device_parameters() != record.device:
+            if record.device is not None and device_parameters(cfg) != record.device:
                 changed = f" (its device parameters differ from {cfg.device.params_file or 'the stored ones'})"
             raise CtfrpuError(f"run {resume} no longer matches its stored config hash{changed}; it was stored "
                               f"by ctfrpu {record.version}; start it anew")
@@ -254,7 +267,7 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
         with signals_deferred():  # a Ctrl-C here is delivered once run_id is known
             if resume is None:
                 run_id = store.start_run(cfg.to_dict(), config_hash, cfg.name, cfg.sweep,
-                                         device=cfg.device_parameters())
+                                         device=device_parameters(cfg))
             else:
                 run_id = resume
         checkpoint = store.checkpoint_path(run_id)
