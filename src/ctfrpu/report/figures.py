@@ -244,23 +244,23 @@ def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr:
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         colors = plt.cm.viridis(np.linspace(0, 0.85, max(len(gaps), 1)))
+        # curves of different gaps (and |x d|) often coincide -- the gap hardly matters here: one
+        # line and one legend entry per group, so that no entry names a line hidden under another
+        groups: list[tuple[np.ndarray, str, list[str], int]] = []
         for u, ls, what in ((U_TYP, "-", "typical"), (1.0, ":", "largest")):
-            # curves of different gaps often coincide (the gap hardly matters here): one line and
-            # one legend entry per group, so that no entry names a line hidden under another
-            groups: list[tuple[np.ndarray, list[int]]] = []
             for i, gap in enumerate(gaps):
                 r = np.array([float(efficiency(device, tr, min(1.0, base_probability(device, tr, lr, u))))
                               for tr in (PulseTrain.from_on_time(int(n), t_on, gap) for n in ns_f)])
-                for curve, members in groups:
-                    if np.max(np.abs(curve - r)) < 2e-3:
-                        members.append(i)
+                name = f"t_gap {gap_label(gap)}, {what} |x d| = {u:g}"
+                for curve, _, members, _ in groups:
+                    if np.max(np.abs(curve - r)) < 5e-3:
+                        members.append(name)
                         break
                 else:
-                    groups.append((r, [i]))
-            for curve, members in groups:
-                names = ", ".join(gap_label(gaps[i]) for i in members)
-                ax.plot(ns_f, curve, color=colors[members[0]], ls=ls,
-                        label=f"t_gap {names}{' (coincide)' if len(members) > 1 else ''}, {what} |x d| = {u:g}")
+                    groups.append((r, ls, [name], i))
+        for curve, ls, members, i in groups:
+            label = members[0] if len(members) == 1 else "; ".join(members) + " (coincide)"
+            ax.plot(ns_f, curve, color=colors[i], ls=ls, label=label)
         for n in ns:
             ax.axvline(n, color="0.8", lw=0.8, zorder=0)
         ax.set_xscale("log")
