@@ -161,7 +161,7 @@ def test_report_from_constructed_store(tmp_path):
     assert len(fp) == 1 and fp[0]["n_seeds"] == "3"
     assert float(fp[0]["mean_acc_pct"]) == pytest.approx(95.0, abs=0.5)
     # nothing is missing in the complete store
-    assert missing_notes(load_studies(store)[0], "s.db") == []
+    assert missing_notes(load_studies(store)[0], "s.db") == ([], [])
 
 
 def test_verdicts_flip_when_the_gap_effect_is_absent(tmp_path):
@@ -175,7 +175,7 @@ def test_verdicts_flip_when_the_gap_effect_is_absent(tmp_path):
 
 def test_partial_store_names_what_is_missing(tmp_path):
     store = fake_store(tmp_path / "s.db", datasets=("mnist",), arms=False)
-    notes = " ".join(missing_notes(load_studies(store)[0], "s.db"))
+    notes = " ".join(sum(missing_notes(load_studies(store)[0], "s.db"), []))
     assert "Fashion-MNIST" in notes and "ctfrpu reproduce" in notes
     assert "ctfrpu ablation --dataset mnist" in notes
     html = build_report(store, tmp_path / "rep").read_text()
@@ -239,3 +239,87 @@ def test_report_names_the_device_parameters_that_differ_from_our_preset():
     assert _override_note(CTFDevice(), None) == ""
     note = _override_note(CTFDevice(tau_off=0.01), "p.toml")
     assert "p.toml" in note and "tau_off = 0.01" in note and "kappa_p" not in note
+
+
+# -- issue 12 item 7: report defects ---------------------------------------------------------------
+
+def test_update_stats_caption_names_the_analog_design_not_the_fp_default():
+    from ctfrpu.report import figures as F
+
+    lay = {"layer": 0, "shape": [10, 20], "relative_bias": 0.1, "relative_noise": 0.2, "slope": 1.0,
+           "slope_se": 0.1, "relative_error": 0.2, "gain": 1.0}
+    fp = {"arm": "fp", "n": 1000, "gap": 1e-6, "pairs": 2, "reps": 3, "layers": [lay]}   # stored with defaults
+    ctf = {"arm": "ctf", "n": 1000, "gap": 1e-7, "pairs": 2, "reps": 3, "layers": [lay]}
+    fig = F.ablation_stats([fp, ctf])
+    texts = " ".join(t.get_text() for t in fig.texts)
+    assert "t_gap 100 ns" in texts.replace("100ns", "100 ns") and "1 µs" not in texts and "1us" not in texts
+    assert fig.legends and not any(ax.get_legend() for ax in fig.axes)  # legend outside the bars
+
+
+def test_efficiency_legend_entries_all_name_visible_lines():
+    from ctfrpu.devices import build_device
+    from ctfrpu.report import figures as F
+
+    fig = F.efficiency_figure(build_device("ctf"), 5e-3, [100, 1000], [1e-7, 1e-4], 0.1)
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    curves = [tuple(ln.get_ydata()) for ln in lines]
+    assert len(set(curves)) == len(curves)  # no entry for a line hidden under another
+    assert len(ax.get_legend().get_texts()) == len(lines)
+
+
+def test_cut_accuracy_axis_is_said_plainly(tmp_path):
+    from ctfrpu.report import figures as F
+    from ctfrpu.report.build import ablation_design
+
+    store = fake_store(tmp_path / "s.db", datasets=("mnist",))
+    st = load_studies(store)[0]
+    fig = F.ablation_accuracy(st, ["mnist"], {"mnist": ablation_design(st, "mnist")})
+    ax = fig.axes[0]
+    lo = ax.get_ylim()[0]
+    assert lo == 0 or f"axis cut: starts at {lo:g} %" in ax.get_ylabel()
+
+
+def test_suggested_commands_run_as_printed_and_optional_parts_are_not_red(tmp_path):
+    import shlex
+
+    from ctfrpu.cli.main import cli
+
+    store = fake_store(tmp_path / "s.db", datasets=("mnist", "fashion"), stats=False)
+    missing, optional = missing_notes(load_studies(store)[0], "s.db")
+    cmds = [c for n in missing + optional for c in n.split("`")[1::2] if c.startswith("ctfrpu ")]
+    assert cmds and all("..." not in c for c in cmds)
+    for c in cmds:  # every suggestion parses with the real CLI (options and values valid)
+        argv = shlex.split(c)[1:]
+        ctx = cli.make_context("ctfrpu", argv, resilient_parsing=False)
+        sub = cli.get_command(ctx, argv[0])
+        sub.make_context(argv[0], argv[1:])
+    assert optional and not missing  # only the update statistics are absent: not a red box
+    html = build_report(store, tmp_path / "rep").read_text()
+    assert "Missing for the full comparison" not in html and "optional extensions" in html
+
+
+def test_verdicts_from_fewer_than_3_seeds_are_marked_indicative(tmp_path):
+    html = build_report(fake_store(tmp_path / "a.db", seeds=(0, 1)), tmp_path / "a").read_text()
+    assert "indicative: 2 seeds" in html and 'class="indicative"' in html
+    firm = build_report(fake_store(tmp_path / "b.db", seeds=(0, 1, 2)), tmp_path / "b").read_text()
+    assert "indicative: " not in firm
+
+
+def test_diverged_runs_are_listed_in_the_report(tmp_path):
+    store = fake_store(tmp_path / "s.db", datasets=("mnist",))
+    cfg = validate(arm_config(BASE, "fp"))
+    store.record_run(cfg.to_dict(), "d", "diverged", [], {"test_accuracy": 0.1}, "diverged at epoch 1: boom",
+                     0, 1)
+    html = build_report(store, tmp_path / "rep").read_text()
+    assert "Diverged runs" in html and "diverged at epoch 1: boom" in html
+
+
+def test_report_cites_files_that_exist_in_the_repository():
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).parents[1] / "src" / "ctfrpu"
+    for f in ("report/build.py", "report/figures.py", "cli/device_cmd.py", "cli/report_cmd.py", "devices/fit.py"):
+        text = (src / f).read_text()
+        assert not re.search(r"(?<!docs/)science\.md", text), f

@@ -192,8 +192,8 @@ def test_json_summary_of_a_resumed_sweep(swept, capsys):
     sweep, db, _, _ = swept
     assert main(["sweep", str(sweep.path), "--store", str(db), "--json"]) == 1  # one run failed
     doc = json.loads(capsys.readouterr().out)
-    assert doc["counts"] == {"finished": 0, "failed": 0, "skipped-finished": 6, "skipped-failed": 1,
-                             "not-run": 0}
+    assert doc["counts"] == {"finished": 0, "diverged": 0, "failed": 0, "skipped-finished": 6,
+                             "skipped-diverged": 0, "skipped-failed": 1, "not-run": 0}
     assert doc["complete"] is False
     assert all(r["final"]["test_accuracy"] >= 0 for r in doc["runs"] if r["status"] == "skipped-finished")
 
@@ -229,7 +229,7 @@ def test_export_paths_and_mixed_types(tmp_path):
         output_paths("xls", tmp_path / "a")
     with Store(tmp_path / "m.db") as store:
         for i, value in enumerate((0.5, "fast")):
-            store.record_run({"seed": i, "device": {"params": {"x": value}}}, f"h{i}", "finished",
+            store.record_run({"seed": i, "device": {"kind": "ctf", "params": {"x": value}}}, f"h{i}", "finished",
                              [{"epoch": 1, "test_accuracy": 0.5}], {"test_accuracy": 0.5}, None, 0.0, 1.0)
         runs, _ = tables(store)
         assert list(runs["device.params.x"]) == ["0.5", "fast"]

@@ -27,8 +27,18 @@ from .units import parse_time
 from .data.registry import DATASET_NAMES as DATASETS
 
 
+#: Upper bounds that keep a typo from asking for terabytes (a one-line error instead of an
+#: ArrayMemoryError). Ours: far above every design in the papers (N <= a few thousand, layers of
+#: a few hundred units) and still within a workstation's memory for one tile.
+MAX_PULSES = 100_000
+MAX_LAYER = 8192
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+    # strict: no bool for a number (`epochs = true` was one epoch), no string for a bool
+    # (`update_management = "yes"`), no float for an int; an int is still accepted for a float.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True,
+                              strict=True)
 
 
 def _finite(v: float) -> float:
@@ -60,6 +70,8 @@ class ModelConfig(_Strict):
     def _positive(cls, v: list[int]) -> list[int]:
         if not v or any(h < 1 for h in v):
             raise ValueError("hidden sizes must be a non-empty list of positive integers")
+        if any(h > MAX_LAYER for h in v):
+            raise ValueError(f"hidden sizes must be at most {MAX_LAYER}")
         return v
 
 
@@ -91,7 +103,7 @@ class DeviceConfig(_Strict):
 
 
 class PulseConfig(_Strict):
-    n: int = Field(default=1000, ge=1)
+    n: int = Field(default=1000, ge=1, le=MAX_PULSES)
     """N: number of slots of each row/column pulse train (aihwkit's desired_bl)."""
     gap: float = 1e-6
     """t_gap: off time between successive slots, seconds (accepts '1us')."""
@@ -184,11 +196,57 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded."""
+        """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded.
+
+        Content-addressed: with a ``device.params_file``, the file's path is replaced by its
+        parameter values (merged with ``device.params``; times in seconds, numbers as floats), so
+        editing the file makes a new hash and the same values inline or in another file hash
+        alike. A config without a parameter file and with float (or no) overrides hashes as it
+        always did. Reads the file (one-line CtfrpuError if
+        it is unreadable). The full resolved device is recorded by the runner (store
+        ``device_json``); this layer cannot build devices.
+        """
         d = self.to_dict()
         d.pop("name", None)
         d.pop("sweep", None)
+        if self.device.kind != "fp":
+            values = read_params_file(self.device.params_file) if self.device.params_file else {}
+            values.update(self.device.params)
+            d["device"]["params_file"] = None  # as if given inline: the path is not the content
+            d["device"]["params"] = {k: _canonical(v) for k, v in sorted(values.items())}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _canonical(v: Any) -> Any:
+    """A device-parameter value as hashed: a time string ('20us') in seconds, numbers as floats."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return parse_time(v, "parameter")
+        except CtfrpuError:
+            return v
+    return v
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The parameter values of a device parameter file (its ``[params]`` table, or the flat
+    table), for hashing; the device layer (``ctfrpu.devices.registry``) validates them."""
+    p = Path(path)
+    if not p.is_file():
+        raise CtfrpuError(f"device parameter file not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+        data = json.loads(text) if p.suffix == ".json" else parse_toml_text(text, str(p))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as err:
+        raise CtfrpuError(f"{p}: cannot parse device parameters: {type(err).__name__}") from None
+    if not isinstance(data, dict):
+        raise CtfrpuError(f"{p}: device parameters must be a table of name = value, not a {type(data).__name__}")
+    if isinstance(data.get("params"), dict):
+        data = data["params"]
+    return {k: v for k, v in data.items() if not isinstance(v, dict)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,27 +277,65 @@ def validate(data: dict[str, Any]) -> RunConfig:
         raise CtfrpuError(f"invalid config value: {err}") from None
 
 
+#: Deepest table nesting accepted in a TOML file (ours: configs nest 3 deep; the limit keeps a
+#: hostile file from reaching Python's recursion limit).
+MAX_TOML_DEPTH = 32
+
+
+def parse_toml_text(text: str, where: str) -> dict[str, Any]:
+    """TOML text -> dict with one-line errors (bad syntax, absurd nesting)."""
+    depth = _nesting(text)
+    if depth > MAX_TOML_DEPTH:
+        raise CtfrpuError(f"{where}: invalid TOML: nested {depth} levels deep (at most {MAX_TOML_DEPTH})")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CtfrpuError(f"{where}: invalid TOML: {err}") from None
+    except RecursionError:
+        raise CtfrpuError(f"{where}: invalid TOML: nested too deeply") from None
+
+
+def _nesting(text: str) -> int:
+    """Upper bound of the bracket/brace nesting of ``text`` (strings ignored only roughly: a
+    bracket inside a string can only make the bound larger, never hide real nesting)."""
+    depth = best = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return best
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file into a dict; one-line errors for a missing file or bad syntax."""
+    """Read a TOML file into a dict; one-line errors for a missing file, bad encoding or syntax."""
     p = Path(path)
     if not p.is_file():
         raise CtfrpuError(f"config file not found: {p}")
     try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise CtfrpuError(f"{p}: invalid TOML: {err}") from None
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CtfrpuError(f"{p}: not a TOML text file (not UTF-8 at byte {err.start})") from None
+    except OSError as err:
+        raise CtfrpuError(f"cannot read {p}: {err.strerror or err}") from None
+    return parse_toml_text(text, str(p))
 
 
 def parse_value(text: str) -> Any:
-    """Interpret a CLI override value: TOML scalar/array syntax if it parses, else the string."""
+    """Interpret a CLI override value: TOML scalar/array/inline-table syntax if it parses, else
+    the string."""
+    if _nesting(text) > MAX_TOML_DEPTH:
+        raise CtfrpuError(f"value nested too deeply: {text[:40]!r}...")
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data['a']['b'] = value`` for ``dotted='a.b'`` (creating sections)."""
+    """Set ``data['a']['b'] = value`` for ``dotted='a.b'`` (creating sections). A table value
+    given for a section merges into it (``--set "optim={lr=0.5}"`` keeps ``optim.epochs``)."""
     keys = dotted.split(".")
     if any(not k for k in keys):
         raise CtfrpuError(f"bad config key '{dotted}'")
@@ -249,7 +345,11 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(nxt, dict):
             raise CtfrpuError(f"config key '{dotted}': '{k}' is not a section")
         cur = nxt
-    cur[keys[-1]] = value
+    last = keys[-1]
+    if isinstance(value, dict) and isinstance(cur.get(last), dict):
+        cur[last] = merge(cur[last], value)
+    else:
+        cur[last] = value
 
 
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,10 @@
 """Parsing of physical quantities with units ("2us", "500ns", "1ms", "0.5 V").
 
 Code works in SI units (seconds, volts); the CLI and TOML files accept strings with units.
+
+On the command line a time needs its unit (``--gap 1`` is an error, not one second: a bare number
+was the commonest silent surprise); only 0 may go without one. In TOML files and ``--set``
+values a bare number is seconds (SI, as stored), a string carries its unit.
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ def parse_time(value: str | float | int, name: str = "time") -> float:
     if not math.isfinite(seconds):
         raise CtfrpuError(f"{name}: must be finite, got {value!r}")
     return seconds
+
+
+def parse_cli_time(value: str, name: str) -> float:
+    """A time given on the command line: like :func:`parse_time`, but a bare number other than 0
+    is refused (one-line CtfrpuError suggesting the unit)."""
+    if isinstance(value, str):
+        match = _NUM.match(value)
+        if match and match.group(2) == "" and math.isfinite(float(match.group(1))) and float(match.group(1)) != 0:
+            raise CtfrpuError(f"{name}: {value!r} has no unit; write e.g. '{match.group(1)}us' or "
+                              f"'{match.group(1)}s' (a bare number would be seconds)")
+    return parse_time(value, name)
 
 
 def format_time(seconds: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 store_option = click.option(
-    "--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="CTFRPU_STORE",
+    "--store", "store_path", type=click.Path(), default=None, envvar="CTFRPU_STORE",
     help="Run store (SQLite). Default: runs/ctfrpu.db, or $CTFRPU_STORE.")
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), default=None, envvar="CTFRPU_DATA",

@@ -1,7 +1,8 @@
-"""`ctfrpu device ...`: device-level experiments with OUR CTF model (science.md §4).
+"""`ctfrpu device ...`: device-level experiments with OUR CTF model (docs/science.md §4).
 
 Every option is read as text and checked here, so a bad value is a one-line ``error: ...``
-(exit 2) rather than a usage block. Times accept units: '2us', '500ns', '1ms' or plain seconds.
+(exit 2) rather than a usage block. Times need units: '2us', '500ns', '1ms', '2s' (a bare number
+is refused, except 0).
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from pathlib import Path
 import click
 
 from ..errors import CtfrpuError
-from ..units import format_time, parse_time
+from ..units import format_time, parse_cli_time
 
-_OURS = "The CTF model is OUR reconstruction (science.md §4), not the papers' equations."
+_OURS = "The CTF model is OUR reconstruction (docs/science.md §4), not the papers' equations."
 _DEFAULT_OUT = "results/device"
 
 
 # -- option parsing (one-line errors) --------------------------------------------------------------
 
 def _time(value: str, name: str, positive: bool = True) -> float:
-    t = parse_time(value, name)
+    t = parse_cli_time(value, name)
     if positive and not t > 0:
         raise CtfrpuError(f"{name} must be > 0, got {value!r}")
     if not positive and t < 0:
@@ -102,7 +103,7 @@ def device_group() -> None:
     """Device-level experiments with our CTF program-time model.
 
     The CTF model (charge trap flash with a transient field enhancement e) is OUR reconstruction
-    (science.md §4) from the abstracts of Shrivastava et al., arXiv:2307.06088 / 2402.09792; its
+    (docs/science.md §4) from the abstracts of Shrivastava et al., arXiv:2307.06088 / 2402.09792; its
     default numbers are our illustrative preset, not measured data. Times accept units
     ('2us', '500ns', '1ms').
     """
@@ -247,7 +248,9 @@ def params_cmd(kind, params_file) -> None:
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Override a true CTF parameter, e.g. --set tau_off=50us (repeatable).")
 @_params_opt
-def synth_cmd(out, t_on, gaps, pw_min, pw_max, points, noise_rel, noise_abs, seed, no_err, sets, params_file) -> None:
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+def synth_cmd(out, t_on, gaps, pw_min, pw_max, points, noise_rel, noise_abs, seed, no_err, sets, params_file,
+              force) -> None:
     """Write synthetic measurements for trying `ctfrpu device fit`.
 
     dVT of our CTF model (true parameters: --device-params / --set, default our illustrative
@@ -255,7 +258,9 @@ def synth_cmd(out, t_on, gaps, pw_min, pw_max, points, noise_rel, noise_abs, see
     sqrt((noise_rel dVT)^2 + noise_abs^2). Synthetic data from our model, not measurements.
     """
     from ..devices.fit import parse_fix, synthesize, write_measurements
+    from ..outfiles import check_outputs
 
+    check_outputs([out], inputs=[params_file], force=force)
     dev = _ctf(params_file, parse_fix(sets))
     m = synthesize(dev, t_on=_times(t_on, "--t-on"), gaps=_times(gaps, "--gaps", positive=False),
                    pw_min=_time(pw_min, "--pw-min"), pw_max=_time(pw_max, "--pw-max"),
@@ -283,7 +288,8 @@ def synth_cmd(out, t_on, gaps, pw_min, pw_max, points, noise_rel, noise_abs, see
 @_params_opt
 @click.option("--no-mirror-erase", is_flag=True,
               help="Keep the base device's erase parameters instead of copying the fitted program ones.")
-def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase) -> None:
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase, force) -> None:
     """Fit our CTF model to measured pulse-train responses.
 
     DATA.csv has a header with the columns pw (s, or with units), N, t_gap (s, or with units),
@@ -298,6 +304,11 @@ def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase) -> None:
     if not data:
         raise CtfrpuError("device fit: give the data file, e.g. `ctfrpu device fit data.csv` "
                           "(try `ctfrpu device synth` for an example)")
+    out_path = Path(out) if out else Path(data).with_name(Path(data).stem + "_fit.toml")
+    from ..outfiles import check_outputs
+
+    plots = [Path(plot).with_suffix(s) for s in (".png", ".svg")] if plot else []
+    check_outputs([out_path, *plots], inputs=[data, params_file], force=force)
     m = read_measurements(data)
     base = _ctf(params_file)
     res = fit(m, base=base, fix=parse_fix(fixes), mirror_erase=not no_mirror_erase)
@@ -316,7 +327,6 @@ def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase) -> None:
     if res.chi2_red is not None and res.chi2_red > 3:
         click.echo("warning: chi2_red > 3: the model does not describe the data within dVT_err, or dVT_err "
                    "is underestimated; uncertainties are then too small")
-    out_path = Path(out) if out else Path(data).with_name(Path(data).stem + "_fit.toml")
     written = [write_params(res, out_path, str(data), mirror_erase=not no_mirror_erase)]
     if plot:
         from ..experiments.device_fit import plot_fit

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="ctfrpu", standalone_mode=False)
     except CtfrpuError as err:
-        click.echo(f"error: {err}", err=True)
+        click.echo(f"error: {' '.join(str(err).splitlines())}", err=True)
+        return 2
+    except MemoryError:  # a size the sanity bounds let through but this machine cannot hold
+        click.echo("error: out of memory: the run (layer sizes, pulses.n, batch) is too large for this machine",
+                   err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

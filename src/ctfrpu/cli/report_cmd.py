@@ -45,10 +45,10 @@ def _int(t: str) -> int:
     return v
 
 
-def _time(t: str) -> float:
-    from ..units import parse_time
+def _time(t: str, name: str = "--gap") -> float:
+    from ..units import parse_cli_time
 
-    return parse_time(t, "gap")
+    return parse_cli_time(t, name)
 
 
 def _echo(line: str) -> None:
@@ -60,18 +60,20 @@ def _echo(line: str) -> None:
 
 
 @click.command("report")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="CTFRPU_STORE",
+@click.option("--store", "store_path", type=click.Path(), default=None, envvar="CTFRPU_STORE",
               help=_STORE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
               help="Output directory (report.html, figures/, tables/).")
-def report(store_path, out_dir) -> None:
+@click.option("--force", is_flag=True, help="Overwrite an existing report in --out.")
+def report(store_path, out_dir, force) -> None:
     """Build a self-contained HTML report from the run store.
 
     Figures (device trends of OUR CTF model, accuracy vs N per t_gap with the FP baseline, accuracy
     vs epoch, the ablation), a table of final accuracies (mean ± sd over seeds) and a verdict per
     finding of the system paper -- holds / does not hold / inconclusive IN OUR MODEL, with the
     numbers and OUR decision rules. Missing datasets or arms are listed with the command that fills
-    them. Writes OUT/report.html (figures embedded), OUT/figures/*.png|svg, OUT/tables/*.csv.
+    them. Writes OUT/report.html (figures embedded), OUT/figures/*.png|svg, OUT/tables/*.csv;
+    an existing report there is replaced only with --force (`reproduce` always rebuilds its own).
     """
     from ..report import build_report
     from ..store import default_store_path
@@ -79,8 +81,10 @@ def report(store_path, out_dir) -> None:
     path = Path(store_path) if store_path else default_store_path()
     if not path.is_file():
         raise CtfrpuError(f"run store not found: {path} (run `ctfrpu reproduce --profile quick --store {path}`)")
-    with _store(path) as st:
-        path = build_report(st, out_dir)
+    from ..store import Store
+
+    with Store(path, create=False) as st:
+        path = build_report(st, out_dir, force=force)
     click.echo(f"report written to {path}")
 
 
@@ -110,17 +114,17 @@ def design(pulses, gaps, device_params, lr, u, pw_mode, t_on, pw, as_json) -> No
     """
     from ..design.helper import U_DESIGN, design_grid, format_table, recommend
     from ..devices import build_device
-    from ..units import format_time, parse_time
+    from ..units import format_time
 
     ns = _list(pulses, "--pulses", _int)
-    gs = _list(gaps, "--gaps", _time)
+    gs = _list(gaps, "--gaps", lambda t: _time(t, "--gaps"))
     if any(n < 1 for n in ns):
         raise CtfrpuError("--pulses: N must be >= 1")
     if not lr > 0:
         raise CtfrpuError("--lr must be > 0")
     device = build_device("ctf", device_params, {})
     pts = design_grid(device, ns, gs, lr=lr, u=U_DESIGN if u is None else u, mode=pw_mode,
-                      t_on=parse_time(t_on, "--t-on"), pw=parse_time(pw, "--pw"))
+                      t_on=_time(t_on, "--t-on"), pw=_time(pw, "--pw"))
     best = recommend(pts, compensated=True)
     best_raw = recommend(pts, compensated=False)
     if as_json:
@@ -159,7 +163,7 @@ def design(pulses, gaps, device_params, lr, u, pw_mode, t_on, pw, as_json) -> No
 @click.option("--stats/--no-stats", default=True, show_default=True, help="Also measure bias/noise of single updates.")
 @click.option("--stats-pairs", type=click.IntRange(min=1), default=8, show_default=True, help="(x, d) pairs for the update statistics.")
 @click.option("--stats-reps", type=click.IntRange(min=2), default=40, show_default=True, help="Repeats per pair.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
+@click.option("--store", "store_path", type=click.Path(), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
               help="Where the sweep file goes (OUT/sweeps).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Local worker processes (1 = in this process).")
@@ -189,6 +193,10 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
     hidden_list = _list(hidden, "--hidden", _int)
     if workers is not None and scheduler:
         raise CtfrpuError("--workers sizes the local cluster; it cannot be used with --scheduler")
+    if scheduler:
+        from ..sweep.engine import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     data = {"dataset": dataset, "train_limit": train_limit}
     if test_limit:
         data["test_limit"] = test_limit
@@ -213,7 +221,7 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
 @click.option("--profile", type=click.Choice(["quick", "medium", "full", "smoke"]), default="quick", show_default=True,
               help="quick: one 2-core machine, 3-8 min; medium: 3 seeds, 2x the data, 11-26 min on 2 cores; "
                    "full: paper-scale grid for a cluster; smoke: seconds, synthetic data.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
+@click.option("--store", "store_path", type=click.Path(), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
               help="Output directory: OUT/report/ (report.html, figures/, tables/) and OUT/sweeps/ (the "
                    "generated sweep files).")
@@ -243,6 +251,10 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
 
     if workers is not None and scheduler:
         raise CtfrpuError("--workers sizes the local cluster; it cannot be used with --scheduler")
+    if scheduler:
+        from ..sweep.engine import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     with _store(store_path) as st:
         try:
             res = run(profile, st, out_dir, workers=workers, scheduler=scheduler, data_dir=data_dir,

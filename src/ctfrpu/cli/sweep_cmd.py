@@ -42,11 +42,15 @@ def sweep(file: str, store_path: str | None, workers: int | None, scheduler: str
     FILE is a sweep TOML file (a [base] config, a [grid] of dotted paths -> lists of values,
     optional [[runs]]) or the name of a shipped sweep (e.g. `example`); see docs/sweeps.md.
     Rerunning after a crash, kill or Ctrl-C runs only what is missing. Exit status: 0 when every
-    run of the sweep is finished in the store, 1 when some failed, 130 when interrupted by Ctrl-C (143: SIGTERM).
+    run of the sweep is finished (or diverged: a result, not rerun) in the store, 1 when some failed, 130 when interrupted by Ctrl-C (143: SIGTERM).
     """
     from ..store import Store, default_store_path
     from ..sweep.spec import load_sweep
 
+    if scheduler:
+        from ..sweep.engine import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     spec = load_sweep(file)
     path = Path(store_path) if store_path else default_store_path()
     if dry_run:
@@ -74,9 +78,11 @@ def sweep(file: str, store_path: str | None, workers: int | None, scheduler: str
 
 def _summary(result) -> None:
     c = result.to_dict()["counts"]
-    done = c["finished"] + c["skipped-finished"]
+    done = c["finished"] + c["skipped-finished"] + c["diverged"] + c["skipped-diverged"]
     parts = [f"{c['finished']} finished now", f"{c['failed']} failed now",
              f"{c['skipped-finished']} already finished"]
+    if c["diverged"] or c["skipped-diverged"]:
+        parts.append(f"{c['diverged'] + c['skipped-diverged']} diverged (a result: not rerun)")
     if c["skipped-failed"]:
         parts.append(f"{c['skipped-failed']} failed before (rerun with --retry-failed)")
     if c["not-run"]:
@@ -100,7 +106,8 @@ def _dry_run(spec, path: Path, as_json: bool) -> None:
             status = store_status(spec, store)
     else:  # do not create a store just to list a sweep
         status = {run.hash: StoreState("missing", None, None) for run in spec.runs}
-    counts = {s: sum(st.status == s for st in status.values()) for s in ("finished", "failed", "missing")}
+    counts = {s: sum(st.status == s for st in status.values())
+              for s in ("finished", "diverged", "failed", "missing")}
     if as_json:
         click.echo(json.dumps({
             "sweep": spec.name, "file": str(spec.path), "store": str(path), "total": len(spec.runs),
@@ -121,7 +128,8 @@ def _dry_run(spec, path: Path, as_json: bool) -> None:
         acc = (st.final or {}).get("test_accuracy")
         acc_s = f"{acc:.4f}" if isinstance(acc, (int, float)) else "-"
         click.echo(f"{r.index:>{width}}  {r.hash}  {st.status:8}  {acc_s:>6}  {r.label()}")
-    click.echo(f"{counts['finished']} finished, {counts['failed']} failed, {counts['missing']} missing"
+    diverged = f"{counts['diverged']} diverged, " if counts["diverged"] else ""
+    click.echo(f"{counts['finished']} finished, {diverged}{counts['failed']} failed, {counts['missing']} missing"
                + ("" if not counts["failed"] else " (failed runs rerun only with --retry-failed)"))
 
 

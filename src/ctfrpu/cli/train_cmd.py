@@ -9,6 +9,7 @@ import click
 from ..config import parse_value, resolve, validate
 from ..errors import CtfrpuError
 from ..store import Store
+from ..units import parse_cli_time
 from .common import data_dir_option, resume_command, store_option
 
 # flag -> dotted config key. Values go through the strict config validator, so a bad value is a
@@ -22,15 +23,27 @@ _FLAGS = {
 }
 
 
+_TIME_FLAGS = ("gap", "t_on", "pw")
+
+
 def _overrides(options: dict) -> dict:
     out = {}
     for flag, key in _FLAGS.items():
         value = options.get(flag)
         if value is None:
             continue
-        out[key] = parse_value(value) if flag not in ("name", "device_params") else value
-    if options.get("hidden"):
-        out["model.hidden"] = [parse_value(h) for h in options["hidden"].split(",")]
+        if flag in _TIME_FLAGS:
+            out[key] = parse_cli_time(value, f"--{flag.replace('_', '-')}")
+        elif flag in ("name", "device_params"):
+            out[key] = value
+        else:
+            out[key] = parse_value(value)
+    hidden = options.get("hidden")
+    if hidden is not None:
+        items = [h.strip() for h in hidden.split(",")]
+        if not all(items):
+            raise CtfrpuError(f"--hidden: give comma-separated layer sizes such as 256,128, got {hidden!r}")
+        out["model.hidden"] = [parse_value(h) for h in items]
     return out
 
 
@@ -52,10 +65,10 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.option("--device", help="fp | ideal | ctf (ctf = our CTF program-time model)  [fp]")
 @click.option("--device-params", help="Device parameter file (TOML/JSON), e.g. from `ctfrpu device fit`.")
 @click.option("--pulses", help="N, slots per pulse train  [1000]")
-@click.option("--gap", help="t_gap between slots, e.g. 1us  [1us]")
+@click.option("--gap", help="t_gap between slots, with a unit: 1us, 100ns, 0  [1us]")
 @click.option("--pw-mode", help="on_time (pw = t_on/N) | fixed_pw  [on_time]")
-@click.option("--t-on", help="ON-time budget per train in on_time mode  [5ms]")
-@click.option("--pw", help="Pulse width in fixed_pw mode  [5us]")
+@click.option("--t-on", help="ON-time budget per train in on_time mode, with a unit  [5ms]")
+@click.option("--pw", help="Pulse width in fixed_pw mode, with a unit  [5us]")
 @click.option("--update-mode", help="exact | expected | gaussian  [exact]")
 @click.option("--compensation", help="none | gain (our pulse-train design compensation)  [none]")
 @click.option("--name", help="Label of the run.")
@@ -74,6 +87,8 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
     Every setting comes from the config (defaults < --config FILE < flags < --set); the resolved
     config and per-epoch metrics are stored in the run store. The run checkpoints after every
     epoch; Ctrl-C (or kill) marks it interrupted, and `ctfrpu train --resume ID` continues it.
+    A run whose loss runs away (above 10 x the chance loss ln(classes), or non-finite weights)
+    stops and is recorded 'diverged' (exit status 1).
     """
     from ..training.runner import RunInterrupted, execute_run
 
@@ -100,14 +115,19 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
         if cfg is None:
             cfg = validate(store.get(run_id).config)
         final = result["final"]
+        status = result.get("status", "finished")
         if as_json:
-            click.echo(json.dumps({"run_id": run_id, "status": "finished", "config_hash": cfg.hash(),
+            click.echo(json.dumps({"run_id": run_id, "status": status, "config_hash": cfg.hash(),
                                    "config": cfg.to_dict(), "test_accuracy": final["test_accuracy"],
-                                   "final": final, "epochs": result["epochs"]}))
+                                   "final": final, "epochs": result["epochs"],
+                                   **({"reason": result["reason"]} if "reason" in result else {})}))
         else:
-            click.echo(f"run {run_id} finished: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
-                       f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}, "
+            click.echo(f"run {run_id} {status}: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
+                       f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4g}, "
                        f"{final['seconds']:.1f} s  [store {store.path}]")
+        if status == "diverged":
+            click.echo(f"warning: run {run_id} {result['reason']}", err=True)
+            raise click.exceptions.Exit(1)
 
 
 _TERMINATED = []

@@ -1,4 +1,4 @@
-"""Fit OUR CTF model (:class:`CTFDevice`, science.md §4) to measured pulse-train responses.
+"""Fit OUR CTF model (:class:`CTFDevice`, docs/science.md §4) to measured pulse-train responses.
 
 Measurements are a CSV file with one row per pulse train, header names exactly (case-insensitive)::
 
@@ -155,24 +155,23 @@ def read_measurements(path: str | Path) -> Measurements:
 
 def write_measurements(m: Measurements, path: str | Path, comments=()) -> Path:
     """Write measurements in the CSV format :func:`read_measurements` reads."""
+    from ..outfiles import atomic_path, output_dir
+
     p = Path(path)
     cols = ["pw", "N", "t_gap", "dVT"] + (["dVT_err"] if m.err is not None else []) + (["vt0"] if m.vt0 is not None else [])
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "w", newline="") as fh:
-            for c in comments:
-                fh.write(f"# {c}\n")
-            w = csv.writer(fh)
-            w.writerow(cols)
-            for i in range(len(m)):
-                row = [f"{m.pw[i]:.10g}", int(m.n[i]), f"{m.gap[i]:.10g}", f"{m.dvt[i]:.10g}"]
-                if m.err is not None:
-                    row.append(f"{m.err[i]:.10g}")
-                if m.vt0 is not None:
-                    row.append(f"{m.vt0[i]:.10g}")
-                w.writerow(row)
-    except OSError as err:
-        raise CtfrpuError(f"cannot write {p}: {err.strerror or err}") from None
+    output_dir(p.parent)
+    with atomic_path(p) as tmp, open(tmp, "w", newline="") as fh:
+        for c in comments:
+            fh.write(f"# {c}\n")
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for i in range(len(m)):
+            row = [f"{m.pw[i]:.10g}", int(m.n[i]), f"{m.gap[i]:.10g}", f"{m.dvt[i]:.10g}"]
+            if m.err is not None:
+                row.append(f"{m.err[i]:.10g}")
+            if m.vt0 is not None:
+                row.append(f"{m.vt0[i]:.10g}")
+            w.writerow(row)
     return p
 
 
@@ -402,57 +401,52 @@ def fit(m: Measurements, base: CTFDevice | None = None, fix: dict | None = None,
 
 # -- output -----------------------------------------------------------------------------------------
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
+def _toml_scalar(v):
+    """A value tomli-w can write: numpy scalars become Python numbers (nan/inf stay floats)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
     if isinstance(v, (int, np.integer)):
-        return str(int(v))
+        return int(v)
     if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
+        return float(v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return [_toml_scalar(x) for x in v]
+    if isinstance(v, str):
+        return v
     raise TypeError(type(v))
 
 
 def params_toml(res: FitResult, data_source: str, mirror_erase: bool = True) -> str:
     """TOML text: ``[params]`` (every CTFDevice field; ``--device-params`` and ``build_device``
-    read it) and ``[fit]`` (free parameters, uncertainties, fit quality)."""
-    lines = [
-        "# Parameters of OUR CTF model (ctfrpu.devices.CTFDevice, science.md §4) fitted by `ctfrpu device fit`",
-        f"# to {data_source}. Fitted: {', '.join(res.free)}; every other value comes from the base device",
+    read it) and ``[fit]`` (free parameters, uncertainties, fit quality; ``[fit.sigma]``: 1-sigma
+    uncertainties in the units of ``[params]``). Written by tomli-w (quoting and escaping of the
+    data-file name and the optimiser message by a maintained library); the header comment is ours."""
+    import tomli_w
+
+    header = [
+        "# Parameters of OUR CTF model (ctfrpu.devices.CTFDevice, docs/science.md §4) fitted by `ctfrpu device fit`",
+        f"# to {' '.join(str(data_source).split())}. Fitted: {', '.join(res.free)}; every other value comes from the base device",
         "# (default: the illustrative preset, not measured data) or --fix."
         + (" Erase parameters mirror the fitted program ones (our assumption)." if mirror_erase else ""),
+        "# [fit.sigma]: 1-sigma uncertainties, same units as [params].",
         "",
-        "[params]",
     ]
-    for f in dataclasses.fields(CTFDevice):
-        if f.init:
-            lines.append(f"{f.name} = {_toml_value(getattr(res.device, f.name))}")
-    lines += ["", "[fit]", f"data = {_toml_value(data_source)}", f"free = {_toml_value(list(res.free))}",
-              f"fixed = {_toml_value(sorted(res.fixed))}", f"points = {res.n_points}", f"dof = {res.dof}",
-              f"weighted = {_toml_value(res.weighted)}",
-              f"chi2_red = {_toml_value(res.chi2_red if res.chi2_red is not None else float('nan'))}",
-              f"rms_V = {_toml_value(res.rms)}", f"r2 = {_toml_value(res.r2)}",
-              f"at_bound = {_toml_value(list(res.at_bound))}", f"success = {_toml_value(res.success)}",
-              f"message = {_toml_value(res.message)}", "", "[fit.sigma]  # 1-sigma uncertainties, same units as [params]"]
-    for k in res.free:
-        lines.append(f"{k} = {_toml_value(res.sigma[k])}")
-    return "\n".join(lines) + "\n"
+    doc = {
+        "params": {f.name: _toml_scalar(getattr(res.device, f.name)) for f in dataclasses.fields(CTFDevice) if f.init},
+        "fit": {"data": str(data_source), "free": list(res.free), "fixed": sorted(res.fixed), "points": int(res.n_points),
+                "dof": int(res.dof), "weighted": bool(res.weighted),
+                "chi2_red": float(res.chi2_red) if res.chi2_red is not None else float("nan"),
+                "rms_V": float(res.rms), "r2": float(res.r2), "at_bound": list(res.at_bound),
+                "success": bool(res.success), "message": str(res.message),
+                "sigma": {k: _toml_scalar(res.sigma[k]) for k in res.free}},
+    }
+    return "\n".join(header) + tomli_w.dumps(doc)
 
 
 def write_params(res: FitResult, path: str | Path, data_source: str, mirror_erase: bool = True) -> Path:
+    """Write :func:`params_toml` atomically (see :mod:`ctfrpu.outfiles`)."""
+    from ..outfiles import output_dir, write_text
+
     p = Path(path)
-    try:
-        if p.parent != Path(""):
-            p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(params_toml(res, data_source, mirror_erase))
-    except OSError as err:
-        raise CtfrpuError(f"cannot write {p}: {err.strerror or err}") from None
-    return p
+    output_dir(p.parent)
+    return write_text(p, params_toml(res, data_source, mirror_erase))

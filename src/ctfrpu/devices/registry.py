@@ -66,18 +66,31 @@ def device_kind(device) -> str:
                       f"{', '.join(c.__name__ for c in DEVICES.values())}; see docs/architecture.md)")
 
 
+#: Tables a parameter file may hold besides the parameters: ``[fit]`` (written by ``device fit``).
+_INFO_TABLES = ("fit",)
+
+
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read device parameters from TOML or JSON. A ``[params]`` table (as written by
-    ``ctfrpu device fit``) or a flat table is accepted; other top-level tables are ignored."""
+    ``ctfrpu device fit``, with its ``[fit]`` table) or a flat table is accepted; any other table
+    (e.g. a typo ``[param]``) is an error, not silently ignored."""
     p = Path(path)
     if not p.is_file():
         raise CtfrpuError(f"device parameter file not found: {p}")
     try:
         data = json.loads(p.read_text()) if p.suffix == ".json" else tomllib.loads(p.read_text())
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CtfrpuError(f"{p}: cannot parse device parameters: {err}") from None
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CtfrpuError(f"{p}: cannot parse device parameters: {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(data, dict):
+        raise CtfrpuError(f"{p}: device parameters must be a table of name = value, not a {type(data).__name__}")
+    tables = [k for k, v in data.items() if isinstance(v, dict) and k not in ("params", *_INFO_TABLES)]
     if isinstance(data.get("params"), dict):
         data = data["params"]
+        tables += [f"params.{k}" for k, v in data.items() if isinstance(v, dict)]
+    if tables:
+        raise CtfrpuError(f"{p}: unknown section [{tables[0]}]; device parameters go in [params] "
+                          "(or at the top level)")
     return {k: v for k, v in data.items() if not isinstance(v, dict)}
 
 

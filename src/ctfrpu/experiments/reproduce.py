@@ -262,11 +262,14 @@ def run_label(cfg: RunConfig) -> str:
 def _run_in_process(sweep, store, log, data_dir, datasets) -> dict[str, int]:
     from ..training.runner import execute_run
 
-    counts = {"finished": 0, "failed": 0, "skipped-finished": 0}
+    from ..sweep.engine import store_status
+
+    counts = {"finished": 0, "diverged": 0, "failed": 0, "skipped-finished": 0, "skipped-diverged": 0}
     todo = []
+    status = store_status(sweep, store)
     for run in sweep.runs:
-        if store.finished_by_hash(run.hash) is not None:
-            counts["skipped-finished"] += 1
+        if status[run.hash].status in ("finished", "diverged"):  # a diverged run is a result: not rerun
+            counts[f"skipped-{status[run.hash].status}"] += 1
         else:
             todo.append(run)
     log(f"sweep {sweep.name}: {len(sweep.runs)} runs, {counts['skipped-finished']} already finished, "
@@ -278,9 +281,11 @@ def _run_in_process(sweep, store, log, data_dir, datasets) -> dict[str, int]:
         try:
             _, res = execute_run(None if resume else cfg, store, progress=False, data_dir=data_dir,
                                  dataset=datasets.get(cfg.data.dataset), resume=resume)
-            counts["finished"] += 1
+            state = res.get("status", "finished")
+            counts[state] += 1
             acc = res["final"]["test_accuracy"] if isinstance(res, dict) and "final" in res else float("nan")
-            log(f"[{k}/{len(todo)}] {run_label(cfg)}: accuracy {100 * acc:.2f} % ({time.time() - t0:.1f} s)")
+            note = f" -- DIVERGED ({res.get('reason')})" if state == "diverged" else ""
+            log(f"[{k}/{len(todo)}] {run_label(cfg)}: accuracy {100 * acc:.2f} % ({time.time() - t0:.1f} s){note}")
         except CtfrpuError as err:
             counts["failed"] += 1
             log(f"[{k}/{len(todo)}] {run_label(cfg)}: failed: {err}")
@@ -317,7 +322,7 @@ def reproduce(profile_name: str, store, out: str | Path, workers: int | None = N
     if report:
         from ..report import build_report
 
-        path = build_report(store, out / "report")
+        path = build_report(store, out / "report", force=True)  # the pipeline's own output: rebuilt on rerun
         result["report"] = str(path)
         log(f"reproduce {profile.name}: report written to {path}")
     result["seconds"] = round(time.time() - t0, 1)

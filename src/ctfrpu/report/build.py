@@ -32,6 +32,10 @@ from . import verdict as V
 from .data import Study, load_studies
 
 
+# The page is assembled by small functions rather than a jinja2 template (ours, kept on purpose):
+# every section is computed from the data as it is emitted (figures written, tables saved, notes
+# chosen), every data value passes through _esc (html.escape), and a template would only move the
+# same logic into a second language without removing a line of it.
 def _esc(x: Any) -> str:
     return html.escape(str(x))
 
@@ -41,25 +45,33 @@ def _pct(x: float | None) -> str:
 
 
 class _Writer:
-    def __init__(self, out: Path):
+    """Writes the report's files: each atomically (:mod:`ctfrpu.outfiles`), never through a
+    symbolic link, and not over an existing report unless ``force``."""
+
+    def __init__(self, out: Path, force: bool = False, inputs=()):
+        from ..outfiles import check_outputs, output_dir
+
         self.out = out
         self.fig_dir = out / "figures"
         self.tab_dir = out / "tables"
+        self.page = out / "report.html"
+        if self.page.exists() and not force:
+            raise CtfrpuError(f"{self.page} exists; pass --force to overwrite the report (or choose another --out)")
+        check_outputs([self.page], inputs=inputs, force=True)
         for d in (out, self.fig_dir, self.tab_dir):
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise CtfrpuError(f"cannot create report directory {d}: {err.strerror or err}") from None
+            output_dir(d)
         self.files: list[Path] = []
 
     def figure(self, fig, stem: str, alt: str) -> str:
+        from ..outfiles import atomic_path
+
         plt = F.pyplot()
         png, svg = self.fig_dir / f"{stem}.png", self.fig_dir / f"{stem}.svg"
         try:
-            fig.savefig(png, dpi=130, bbox_inches="tight", pad_inches=0.1)
-            fig.savefig(svg, bbox_inches="tight", pad_inches=0.1)
-        except OSError as err:
-            raise CtfrpuError(f"cannot write figure {png}: {err.strerror or err}") from None
+            with atomic_path(png) as tmp:
+                fig.savefig(tmp, dpi=130, bbox_inches="tight", pad_inches=0.1, format="png")
+            with atomic_path(svg) as tmp:
+                fig.savefig(tmp, bbox_inches="tight", pad_inches=0.1, format="svg")
         finally:
             plt.close(fig)
         self.files += [png, svg]
@@ -71,17 +83,16 @@ class _Writer:
     def csv(self, name: str, header: list[str], rows: list[list[Any]], comment: str = "") -> str:
         import csv
 
+        from ..outfiles import atomic_path
+
         path = self.tab_dir / f"{name}.csv"
-        try:
-            with open(path, "w", newline="") as fh:
-                if comment:
-                    fh.write(f"# {comment}\n")
-                w = csv.writer(fh)
-                w.writerow(header)
-                for r in rows:
-                    w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
-        except OSError as err:
-            raise CtfrpuError(f"cannot write {path}: {err.strerror or err}") from None
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            if comment:
+                fh.write(f"# {comment}\n")
+            w = csv.writer(fh)
+            w.writerow(header)
+            for r in rows:
+                w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
         self.files.append(path)
         return f'<a href="tables/{name}.csv">{name}.csv</a>'
 
@@ -147,46 +158,65 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
     return out
 
 
-def missing_notes(study: Study, store_path: str) -> list[str]:
-    """What is missing for the paper's comparisons, with the command that fills it."""
+def _command_flags(study: Study, store_path: str) -> str:
+    """The flags that make an `ablation` command train with exactly this study's settings."""
     s = study.settings
-    notes = []
+    parts = [f"--epochs {s['epochs']}", f"--lr {s['lr']:g}"]
+    if s["train_limit"]:
+        parts.append(f"--train-limit {s['train_limit']}")
+    if s["test_limit"]:
+        parts.append(f"--test-limit {s['test_limit']}")
+    if s["hidden"] and list(s["hidden"]) != [256, 128]:
+        parts.append(f"--hidden {','.join(str(h) for h in s['hidden'])}")
+    seeds = sorted({r.seed for r in study.runs}) or [0, 1]
+    if seeds != [0, 1]:
+        parts.append(f"--seeds {','.join(str(x) for x in seeds)}")
+    parts.append(f"--store {store_path}")
+    return " ".join(parts)
+
+
+def missing_notes(study: Study, store_path: str) -> tuple[list[str], list[str]]:
+    """(missing, optional): what the paper's comparisons lack, and extensions a profile leaves out
+    (ablation or update statistics on a second dataset) -- each with a command that runs as printed."""
+    from ..units import format_time
+
     flags = f"--store {store_path}"
-    common = f"--epochs {s['epochs']} --lr {s['lr']:g}" + (f" --train-limit {s['train_limit']}" if s["train_limit"] else "")
+    common = _command_flags(study, store_path)
+    missing, optional = [], []
     for ds in PAPER_DATASETS:
         if ds not in study.datasets:
-            notes.append(f"No {F.DATASET_NAMES[ds]} runs in this study: run `ctfrpu data fetch` and "
-                         f"`ctfrpu reproduce --profile quick {flags}` (or --profile full on a cluster).")
+            missing.append(f"No {F.DATASET_NAMES[ds]} runs in this study: run `ctfrpu data fetch` and "
+                           f"`ctfrpu reproduce --profile quick {flags}` (or --profile full on a cluster).")
     for ds in study.datasets:
+        name = F.DATASET_NAMES.get(ds, ds)
         rows = [r for r in study.runs if r.dataset == ds]
         if not any(r.arm == "fp" for r in rows):
-            notes.append(f"{F.DATASET_NAMES.get(ds, ds)}: no FP baseline: `ctfrpu train --dataset {ds} --device fp` "
-                         f"with the study's settings, or `ctfrpu ablation --dataset {ds} --arms fp {common} {flags}`.")
+            missing.append(f"{name}: no FP baseline: `ctfrpu ablation --dataset {ds} --arms fp --no-stats {common}`.")
         analog = [r for r in rows if r.arm in ("ctf", "ctf_comp")]
         ns = sorted({r.n for r in analog})
         gaps = sorted({r.gap for r in analog})
         if analog and (len(gaps) < 2 or not any(n < 500 for n in ns) or _n_near_1000(ns) is None):
-            notes.append(f"{F.DATASET_NAMES.get(ds, ds)}: the CTF grid has N = {ns} and {len(gaps)} gap(s); "
-                         "findings (i)/(ii) need N ~ 1000, N < 500 and >= 2 gaps: "
-                         f"`ctfrpu reproduce --profile quick {flags}`.")
+            missing.append(f"{name}: the CTF grid has N = {ns} and {len(gaps)} gap(s); "
+                           "findings (i)/(ii) need N ~ 1000, N < 500 and >= 2 gaps: "
+                           f"`ctfrpu reproduce --profile quick {flags}`.")
         if not analog:
-            notes.append(f"{F.DATASET_NAMES.get(ds, ds)}: no CTF grid runs: `ctfrpu reproduce --profile quick {flags}`.")
+            missing.append(f"{name}: no CTF grid runs: `ctfrpu reproduce --profile quick {flags}`.")
         design = ablation_design(study, ds)
         if design is None:
-            notes.append(f"{F.DATASET_NAMES.get(ds, ds)}: no ablation arms: `ctfrpu ablation --dataset {ds} "
-                         f"--pulses 1000 --gap 1us {common} {flags}`.")
+            optional.append(f"{name}: no ablation arms (finding (iii)): `ctfrpu ablation --dataset {ds} "
+                            f"--pulses 1000 --gap 1us {common}`.")
         else:
             n, gap = design
             have = {r.arm for r in rows if r.arm == "fp" or (r.n == n and r.gap == gap)}
             lack = [a for a in ARM_ORDER if a not in have]
             if lack:
-                notes.append(f"{F.DATASET_NAMES.get(ds, ds)}: ablation at N = {n}, t_gap {F.gap_label(gap)} lacks arm(s) "
-                             f"{', '.join(lack)}: `ctfrpu ablation --dataset {ds} --pulses {n} --gap {gap:g} "
-                             f"--arms {','.join(lack)} {common} {flags}`.")
-        if not any(st["dataset"] == ds for st in study.stats):
-            notes.append(f"{F.DATASET_NAMES.get(ds, ds)}: no update statistics (bias/noise per arm): they are "
-                         f"measured by `ctfrpu ablation --dataset {ds} ... {flags}`.")
-    return notes
+                missing.append(f"{name}: ablation at N = {n}, t_gap {F.gap_label(gap)} lacks arm(s) "
+                               f"{', '.join(lack)}: `ctfrpu ablation --dataset {ds} --pulses {n} --gap {format_time(gap)} "
+                               f"--arms {','.join(lack)} {common}`.")
+            if not any(st["dataset"] == ds for st in study.stats):
+                optional.append(f"{name}: no update statistics (bias/noise per arm): `ctfrpu ablation --dataset {ds} "
+                                f"--pulses {n} --gap {format_time(gap)} {common}` (finished arms are not rerun).")
+    return missing, optional
 
 
 def final_table(study: Study) -> tuple[list[str], list[list[Any]]]:
@@ -217,15 +247,49 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{f
 table{border-collapse:collapse;font-size:.85em;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}.ours{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em}
 .missing{background:#fdecea;border-left:4px solid #d93025;padding:.6em 1em}
+.optional{background:#eef4fb;border-left:4px solid #5b8bd0;padding:.6em 1em}
+.indicative{color:#666;font-style:italic;border-bottom:1px dashed #999}
 .holds{color:#1e7e34;font-weight:bold}.fails{color:#c62828;font-weight:bold}.inconclusive{color:#8a6d00;font-weight:bold}
 code{background:#f4f4f4;padding:0 3px}
 """
 
-_STATUS_CLS = {V.HOLDS: "holds", V.FAILS: "fails", V.INCONCLUSIVE: "inconclusive"}
+_STATUS_CLS = {V.HOLDS: "holds", V.FAILS: "fails", V.INCONCLUSIVE: "inconclusive", V.INDICATIVE: "inconclusive",
+               V.NO_IMPROVEMENT: "inconclusive"}
+
+#: Fewest seeds per compared cell for a verdict to be shown as firm (ours: with 2 seeds the quick
+#: profile's verdicts flipped between seed sets; below 3 the sd itself is a guess).
+MIN_FIRM_SEEDS = 3
 
 
-def _status(s: str) -> str:
+def _status(s: str, n_seeds: int | None = None) -> str:
+    if n_seeds is not None and n_seeds < MIN_FIRM_SEEDS:
+        return f'<span class="indicative">{_esc(s)} (indicative: {n_seeds} seed{"s" if n_seeds != 1 else ""})</span>'
     return f'<span class="{_STATUS_CLS.get(s, "")}">{_esc(s)}</span>'
+
+
+def _seeds_per_dataset(study: Study) -> dict[str, int]:
+    """Fewest seeds in any (arm, N, t_gap) cell of each dataset: what a verdict there rests on."""
+    cells: dict[tuple, set[int]] = {}
+    for r in study.runs:
+        key = (r.dataset, r.arm, r.n if r.device != "fp" else 0, r.gap if r.device != "fp" else 0.0)
+        cells.setdefault(key, set()).add(r.seed)
+    out: dict[str, int] = {}
+    for (ds, *_), seeds in cells.items():
+        out[ds] = min(out.get(ds, 10**9), len(seeds))
+    return out
+
+
+def _diverged_section(store) -> str:
+    """Runs that diverged: a result, listed here because they have no accuracy to tabulate."""
+    recs = store.list(status="diverged")
+    if not recs:
+        return ""
+    rows = [[r.id, _esc(r.config.get("data", {}).get("dataset", "?")),
+             _esc(r.config.get("device", {}).get("kind", "?")), _esc(r.config.get("optim", {}).get("lr", "?")),
+             _esc(r.error or "")] for r in recs]
+    return ("<h2>Diverged runs</h2><p>These runs stopped because their training loss ran away (above 10 x the "
+            "chance loss ln(classes)) or a weight became non-finite. They are not in the accuracy tables or the "
+            "verdicts.</p>" + _table(["run", "dataset", "device", "lr", "why"], rows))
 
 
 def _override_note(device, params_file) -> str:
@@ -326,15 +390,23 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     if len(devices) > 1:
         parts.append(f'<p class="missing">Warning: this study pools CTF runs with {len(devices)} different device '
                      "parameter sets (device.params / params_file); cells mix them. Use separate stores per device.</p>")
-    notes = missing_notes(study, store_path)
+    notes, optional = missing_notes(study, store_path)
     if notes:
         parts.append('<div class="missing"><b>Missing for the full comparison:</b><ul>'
                      + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul></div>")
+    if optional:
+        parts.append('<div class="optional"><b>Not in this store (optional extensions):</b><ul>'
+                     + "".join(f"<li>{_esc(n)}</li>" for n in optional) + "</ul></div>")
     verdicts = study_verdicts(study)
+    seeds = _seeds_per_dataset(study)
     if verdicts:
         parts.append("<h3>Verdicts on the paper's findings (in our model)</h3>")
-        rows = [[_esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)), _status(v.status), _esc(v.summary)]
-                for v in verdicts]
+        if any(seeds.get(v.dataset, 0) < MIN_FIRM_SEEDS for v in verdicts):
+            parts.append(f'<p class="indicative-note">Verdicts marked <i>indicative</i> rest on fewer than '
+                         f"{MIN_FIRM_SEEDS} seeds per compared cell: they can flip with more seeds (drawn in grey "
+                         "italics, not in the colours of firm verdicts).</p>")
+        rows = [[_esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)),
+                 _status(v.status, seeds.get(v.dataset, 0)), _esc(v.summary)] for v in verdicts]
         parts.append(_table(["finding", "dataset", "verdict", "numbers"], rows))
         rules = sorted({(v.finding[:5], v.rule) for v in verdicts})
         parts.append("<p><b>Decision rules (ours):</b></p><ul>" + "".join(
@@ -373,7 +445,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
             for key in sorted({(s["n"], s["gap"]) for s in analog}):
                 sel = [s for s in analog if (s["n"], s["gap"]) == key]
                 sel = fp + [s for s in sel if s not in fp]
-                parts.append(w.figure(F.ablation_stats(sel), f"{p}update_stats_{ds}_{key[0]}",
+                parts.append(w.figure(F.ablation_stats(sel, key), f"{p}update_stats_{ds}_{key[0]}",
                                       f"Bias and noise of single updates per arm ({F.DATASET_NAMES.get(ds, ds)}, "
                                       f"N = {key[0]}, t_gap {F.gap_label(key[1])})"))
                 trows = []
@@ -400,9 +472,12 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     return "\n".join(parts), verdicts
 
 
-def build_report(store, out: str | Path, store_label: str | None = None) -> Path:
-    """Write the report for ``store`` (a :class:`ctfrpu.store.Store`) into ``out``; returns report.html."""
-    w = _Writer(Path(out))
+def build_report(store, out: str | Path, store_label: str | None = None, force: bool = False) -> Path:
+    """Write the report for ``store`` (a :class:`ctfrpu.store.Store`) into ``out``; returns report.html.
+
+    An existing ``out/report.html`` is overwritten only with ``force``; every file is written
+    atomically, report.html last (a report that is there is complete)."""
+    w = _Writer(Path(out), force=force, inputs=[store.path])
     studies = load_studies(store)
     label = store_label or str(store.path)
     t0 = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -411,7 +486,7 @@ def build_report(store, out: str | Path, store_label: str | None = None) -> Path
             '<div class="ours"><b>What is ours.</b> Only the abstracts of Shrivastava et al. (arXiv:2307.06088, '
             "arXiv:2402.09792) are public. The CTF program-time model (transient field enhancement e, onset delay, "
             "relaxation), its parameter preset, the pulse-train compensation rule (gain 1/r on A*B), the ablation arms, "
-            "the update-statistics instrument and the verdict thresholds are OUR reconstruction (science.md §4), not the "
+            "the update-statistics instrument and the verdict thresholds are OUR reconstruction (docs/science.md §4), not the "
             "papers'. The stochastic pulse update follows Gokmen & Vlasov (2016). Verdicts say whether a finding holds "
             "<i>in our model</i>.</div>"]
     body: list[str] = []
@@ -420,21 +495,22 @@ def build_report(store, out: str | Path, store_label: str | None = None) -> Path
         body.append('<div class="missing">The store has no finished runs. Run <code>ctfrpu reproduce --profile quick '
                     f"--store {_esc(label)}</code> (needs <code>ctfrpu data fetch</code>).</div>")
     body.append(_device_section(w, studies[0] if studies else None))
+    seeds_of: dict[int, dict[str, int]] = {}
     for i, st in enumerate(studies, 1):
         section, verdicts = _study_section(w, st, i, label)
         body.append(section)
+        seeds_of[i] = _seeds_per_dataset(st)
         all_verdicts += [(i, v) for v in verdicts]
+    body.append(_diverged_section(store))
     if all_verdicts:
         summary = ["<h2>Summary of verdicts</h2>",
                    _table(["study", "finding", "dataset", "verdict"],
-                          [[i, _esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)), _status(v.status)]
+                          [[i, _esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)),
+                            _status(v.status, seeds_of[i].get(v.dataset, 0))]
                            for i, v in all_verdicts])]
         head += summary
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ctfrpu report</title>"
             f"<style>{CSS}</style></head><body>" + "\n".join(head + body) + "</body></html>")
-    path = w.out / "report.html"
-    try:
-        path.write_text(page, encoding="utf-8")
-    except OSError as err:
-        raise CtfrpuError(f"cannot write {path}: {err.strerror or err}") from None
-    return path
+    from ..outfiles import write_text
+
+    return write_text(w.page, page)

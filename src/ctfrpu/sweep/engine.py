@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -44,7 +45,7 @@ def available_cores() -> int:
 
 class StoreState(NamedTuple):
     status: str
-    """'finished', 'failed' or 'missing'."""
+    """'finished', 'diverged', 'failed' or 'missing'."""
     run_id: int | None
     final: dict[str, Any] | None
 
@@ -56,11 +57,17 @@ def store_status(sweep: Sweep, store: Store) -> dict[str, StoreState]:
     failed: dict[str, int] = {}
     for rec in store.list(status="failed"):
         failed[rec.config_hash] = rec.id
+    diverged: dict[str, Any] = {}
+    for rec in store.list(status="diverged"):  # a result (deterministic): never rerun
+        diverged.setdefault(rec.config_hash, rec)
     out: dict[str, StoreState] = {}
     for run in sweep.runs:
         done = store.finished_by_hash(run.hash)
         if done is not None:
             out[run.hash] = StoreState("finished", done.id, done.final)
+        elif run.hash in diverged:
+            rec = diverged[run.hash]
+            out[run.hash] = StoreState("diverged", rec.id, rec.final)
         elif run.hash in failed:
             out[run.hash] = StoreState("failed", failed[run.hash], None)
         else:
@@ -71,14 +78,19 @@ def store_status(sweep: Sweep, store: Store) -> dict[str, StoreState]:
 # --------------------------------------------------------------------------------------- result
 
 
+DONE = ("finished", "skipped-finished", "diverged", "skipped-diverged")
+
+
 @dataclass
 class RunOutcome:
     index: int
     hash: str
     varied: dict[str, Any]
     status: str
-    """'finished' / 'failed' (this invocation), 'skipped-finished', 'skipped-failed' (already in
-    the store), 'not-run' (interrupted or lost before it completed)."""
+    """'finished' / 'diverged' / 'failed' (this invocation), 'skipped-finished', 'skipped-diverged',
+    'skipped-failed' (already in the store), 'not-run' (interrupted or lost before it completed).
+    A diverged run is a result (its loss ran away, :data:`ctfrpu.training.runner.DIVERGE_FACTOR`),
+    deterministic for its config, so it is never rerun and counts as done."""
     run_id: int | None = None
     final: dict[str, Any] | None = None
     error: str | None = None
@@ -109,11 +121,12 @@ class SweepResult:
     @property
     def complete(self) -> bool:
         """Every run of the sweep has a finished run in the store."""
-        return all(o.status in ("finished", "skipped-finished") for o in self.outcomes)
+        return all(o.status in DONE for o in self.outcomes)
 
     def to_dict(self) -> dict[str, Any]:
         counts = {s: self.count(s) for s in
-                  ("finished", "failed", "skipped-finished", "skipped-failed", "not-run")}
+                  ("finished", "diverged", "failed", "skipped-finished", "skipped-diverged", "skipped-failed",
+                   "not-run")}
         return {
             "sweep": self.sweep, "file": self.file, "store": self.store, "total": self.total,
             "counts": counts, "complete": self.complete, "interrupted": self.interrupted,
@@ -144,6 +157,19 @@ def quiet_dask(verbose: bool = False) -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
+_ADDRESS = re.compile(r"^(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """A dask scheduler address as ``[tcp://]host:port`` (one-line CtfrpuError otherwise), checked
+    before any connection attempt -- a malformed one used to fail after a 40 s timeout."""
+    m = _ADDRESS.match(address.strip()) if isinstance(address, str) else None
+    if not m or not 0 < int(m.group(1)) < 65536:
+        raise CtfrpuError(f"--scheduler {address!r} is not a scheduler address; give [tcp://]HOST:PORT, "
+                          "e.g. tcp://10.0.0.5:8786")
+    return address.strip()
+
+
 @contextmanager
 def open_client(*, workers: int | None = None, scheduler: str | None = None,
                 verbose: bool = False) -> Iterator[Any]:
@@ -152,9 +178,10 @@ def open_client(*, workers: int | None = None, scheduler: str | None = None,
     from distributed import Client, LocalCluster
 
     if scheduler:
+        scheduler = check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout="20s", set_as_default=False)
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:
             raise CtfrpuError(f"cannot connect to the dask scheduler at {scheduler}: {err}") from None
         try:
             _check_workers(client, scheduler)
@@ -259,6 +286,8 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
         raise CtfrpuError(f"--workers must be >= 1, got {workers}")
     if workers is not None and (scheduler or client is not None):
         raise CtfrpuError("--workers sizes the local cluster; it cannot be used with --scheduler")
+    if scheduler:
+        check_scheduler_address(scheduler)
     t0 = time.perf_counter()
     result = SweepResult(sweep=sweep.name, file=str(sweep.path), store=str(store.path),
                          total=len(sweep.runs), scheduler=scheduler)
@@ -266,8 +295,8 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
     todo: list[SweepRun] = []
     for run in sweep.runs:
         st = status[run.hash]
-        if st.status == "finished":
-            result.outcomes.append(RunOutcome(run.index, run.hash, run.varied, "skipped-finished",
+        if st.status in ("finished", "diverged"):
+            result.outcomes.append(RunOutcome(run.index, run.hash, run.varied, f"skipped-{st.status}",
                                               st.run_id, final=st.final))
         elif st.status == "failed" and not retry_failed:
             result.outcomes.append(RunOutcome(run.index, run.hash, run.varied, "skipped-failed",
@@ -366,6 +395,9 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s  {run.label()}")
             elif outcome.status == "skipped-finished":
                 emit(f"{tag} already finished (recorded by another process)  {run.label()}")
+            elif outcome.status == "diverged":
+                n_ok += 1
+                emit(f"{tag} DIVERGED {outcome.seconds:7.1f}s  {run.label()}: {_short(outcome.error)}")
             else:
                 n_bad += 1
                 emit(f"{tag} FAILED  {run.label()}: {_short(outcome.error)}")
@@ -416,5 +448,5 @@ def _record(store: Store, sweep: Sweep, run: SweepRun, out: dict[str, Any]) -> R
     cfg = run.config
     base.run_id = store.record_run(cfg.to_dict(), run.hash, out["status"], out["epochs"],
                                    out["final"], out["error"], out["started"], out["ended"],
-                                   name=cfg.name, sweep=sweep.name, once=True)
+                                   name=cfg.name, sweep=sweep.name, once=True, device=out.get("device"))
     return base

@@ -93,24 +93,30 @@ def run_task(config: dict[str, Any], data_dir: str | None = None,
     started = time.time()
     result: dict[str, Any] = {"status": "failed", "epochs": [], "final": None, "error": None}
     path = None
+    from ..training import checkpoint as ckpt
+
     try:
         cfg = validate(config)
         train = resolve_trainer(trainer)
         data = dataset(cfg.data.dataset, data_dir)
         kwargs = {}
         if checkpoint_dir and "checkpoint" in inspect.signature(train).parameters:
-            from ..training import checkpoint as ckpt
-
             path = Path(checkpoint_dir) / f"sweep-{cfg.hash()}.ckpt"
             try:
-                ckpt.load(path, cfg.hash())
-            except CtfrpuError:  # unreadable or of another ctfrpu version: this run starts over
+                ckpt.load(path, cfg.hash())  # data only (npz, no pickle): a planted file runs nothing
+            except CtfrpuError:  # unreadable, foreign or of another ctfrpu version: this run starts over
                 ckpt.remove(path)
             kwargs["checkpoint"] = path
+        from ..training.runner import device_parameters
+
+        result["device"] = device_parameters(cfg)
         out = train(cfg, dataset=data, **kwargs)
-        result.update(status="finished", epochs=list(out["epochs"]), final=dict(out["final"]))
+        result.update(status=out.get("status", "finished"), epochs=list(out["epochs"]), final=dict(out["final"]),
+                      error=out.get("reason"))
     except Exception as err:  # noqa: BLE001 - recorded as a failed run by the client
         result["error"] = _error_text(err)
+        if path is not None and isinstance(err, ckpt.CheckpointWriteError):
+            path = None  # full disk: the last good checkpoint stays for the rerun
     if path is not None:
         ckpt.remove(path)
     result.update(started=started, ended=time.time(), pid=os.getpid(), peak_rss_mb=peak_rss_mb(),

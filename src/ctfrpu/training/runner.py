@@ -22,6 +22,14 @@ from .engine import MLP, FloatTile, init_weights, layer_sizes
 #: Samples between progress-bar refreshes (refreshing per sample would cost more than a step).
 _PROGRESS_EVERY = 500
 
+#: A run has *diverged* when an epoch's mean training loss exceeds this multiple of the chance
+#: loss ln(number of classes) -- the cross-entropy of a uniform guess, about where a freshly
+#: initialised network starts -- or when a weight or bias is no longer finite. Ours: a healthy run
+#: stays below ln(C) after its first epoch; 10 x ln(10) = 23 nats means confidently wrong on
+#: essentially every sample (--lr 1000 on MNIST reaches 6e4). The run then stops with status
+#: 'diverged', its epochs and final metrics kept.
+DIVERGE_FACTOR = 10.0
+
 
 def build_model(cfg: RunConfig, n_inputs: int, n_classes: int, seeds: np.random.SeedSequence) -> MLP:
     """The MLP of ``cfg`` with float or analog tiles, initialised from ``seeds``."""
@@ -38,6 +46,19 @@ def _analog_tile(cfg: RunConfig, w0: np.ndarray, rng: np.random.Generator):
     from ..tile import AnalogTile
 
     return AnalogTile.from_config(cfg, w0, rng)
+
+
+def device_parameters(cfg: RunConfig) -> dict[str, Any] | None:
+    """Every parameter of the run's device, resolved (parameter file, then ``device.params``;
+    units parsed) -- what the store records -- or None for an fp run."""
+    if cfg.device.kind == "fp":
+        return None
+    import dataclasses
+
+    from ..devices import build_device
+
+    dev = build_device(cfg.device.kind, cfg.device.params_file, cfg.device.params)
+    return {f.name: getattr(dev, f.name) for f in dataclasses.fields(dev) if f.init}
 
 
 def split_data(cfg: RunConfig, ds, rng: np.random.Generator):
@@ -60,7 +81,8 @@ def split_data(cfg: RunConfig, ds, rng: np.random.Generator):
 
 def train_run(cfg: RunConfig, dataset=None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
               progress: bool = False, data_dir=None, checkpoint=None) -> dict[str, Any]:
-    """Train and evaluate ``cfg``; pure compute (no store). Returns ``{"epochs": [...], "final": {...}}``.
+    """Train and evaluate ``cfg``; pure compute (no store). Returns ``{"epochs": [...], "final": {...},
+    "status": "finished" | "diverged"}`` (with ``"reason"`` when diverged: :data:`DIVERGE_FACTOR`).
 
     ``on_epoch`` receives each epoch's metrics as soon as it finishes (the store logs them), so an
     interrupted run keeps what it finished. With ``checkpoint`` (a path), the state after each
@@ -102,6 +124,7 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
             for metrics in epochs:
                 on_epoch(metrics)
     first_epoch = len(epochs) + 1
+    diverged = None
 
     bar = None
     if progress:
@@ -132,14 +155,19 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
                 bar.n = epoch * len(y_tr)
                 bar.refresh()
             train_loss = loss_sum / len(y_tr)
-            if not np.isfinite(train_loss):
-                raise CtfrpuError(f"training diverged at epoch {epoch} (loss {train_loss}); lower optim.lr")
-            test_acc, test_loss = model.evaluate(x_te, y_te)
-            metrics = {"epoch": epoch, "train_loss": train_loss, "test_accuracy": test_acc,
-                       "test_loss": test_loss, "seconds": time.perf_counter() - t0}
-            if len(y_val):
-                metrics["val_accuracy"], metrics["val_loss"] = model.evaluate(x_val, y_val)
+            with np.errstate(all="ignore"):  # a diverged model's evaluation overflows; it is reported
+                test_acc, test_loss = model.evaluate(x_te, y_te)
+                metrics = {"epoch": epoch, "train_loss": train_loss, "test_accuracy": test_acc,
+                           "test_loss": test_loss, "seconds": time.perf_counter() - t0}
+                if len(y_val):
+                    metrics["val_accuracy"], metrics["val_loss"] = model.evaluate(x_val, y_val)
             epochs.append(metrics)
+            diverged = divergence(model, train_loss, n_classes)
+            if diverged is not None:
+                diverged = f"diverged at epoch {epoch}: {diverged}; lower optim.lr"
+                if on_epoch is not None:
+                    on_epoch(metrics)
+                break
             if bar is not None:
                 bar.set_postfix(epoch=epoch, loss=f"{train_loss:.4f}", acc=f"{test_acc:.4f}")
             # checkpoint first: if the process dies while the store logs the epoch, the resumed
@@ -158,7 +186,23 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
              "seconds": elapsed_before + time.perf_counter() - t_start, "train_samples": int(len(y_tr))}
     if "val_accuracy" in last:
         final["val_accuracy"] = last["val_accuracy"]
-    return {"epochs": epochs, "final": final}
+    out = {"epochs": epochs, "final": final, "status": "finished"}
+    if diverged is not None:
+        out.update(status="diverged", reason=diverged)
+    return out
+
+
+def divergence(model: MLP, train_loss: float, n_classes: int) -> str | None:
+    """Why the model has diverged (see :data:`DIVERGE_FACTOR`), or None."""
+    limit = DIVERGE_FACTOR * float(np.log(max(n_classes, 2)))
+    if not np.isfinite(train_loss):
+        return f"train loss {train_loss}"
+    if train_loss > limit:
+        return f"train loss {train_loss:.4g} > {DIVERGE_FACTOR:g} x ln({n_classes}) = {limit:.3g}"
+    for k, (tile, bias) in enumerate(zip(model.tiles, model.biases)):
+        if not (np.all(np.isfinite(tile.get_weights())) and np.all(np.isfinite(bias))):
+            return f"non-finite weights in layer {k + 1}"
+    return None
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -171,14 +215,16 @@ class RunInterrupted(KeyboardInterrupt):
 
 def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=None, dataset=None,
                 resume: int | None = None) -> tuple[int, dict]:
-    """Run ``cfg`` and record it: status running -> finished / failed / interrupted (Ctrl-C).
+    """Run ``cfg`` and record it: status running -> finished / diverged / failed / interrupted.
 
     The run checkpoints after every epoch (``store.checkpoint_path(run_id)``, removed when it
-    finishes or fails) and holds a lock while it trains. ``resume=RUN_ID`` continues an
-    interrupted run -- or one left 'running' by a killed process -- under the same id from its
-    last checkpoint; ``cfg`` is then taken from the store and must be None. Everything that can
-    be refused (bad config, missing dataset, unreadable checkpoint, a run still alive) is refused
-    before the store changes.
+    finishes, diverges or fails) and holds a lock while it trains. Interrupted: Ctrl-C/SIGTERM
+    (:class:`RunInterrupted`) or a checkpoint that could not be written (full disk: the last good
+    checkpoint is kept, and a one-line CtfrpuError says how to continue). ``resume=RUN_ID``
+    continues an interrupted run -- or one left 'running' by a killed process -- under the same id
+    from its last checkpoint; ``cfg`` is then taken from the store and must be None. Everything
+    that can be refused (bad config, missing dataset, unreadable checkpoint, a run still alive,
+    device parameters changed since the run started) is refused before the store changes.
     """
     if resume is not None:
         if cfg is not None:
@@ -193,8 +239,11 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
             raise CtfrpuError(f"run {resume} cannot be resumed by ctfrpu {__version__} ({err}); start it anew") \
                 from None
         if cfg.hash() != record.config_hash:
-            raise CtfrpuError(f"run {resume} was stored by ctfrpu {record.version}, whose config hashes "
-                              f"differently from this version's; start it anew")
+            changed = ""
+            if record.device is not None and device_parameters(cfg) != record.device:
+                changed = f" (its device parameters differ from {cfg.device.params_file or 'the stored ones'})"
+            raise CtfrpuError(f"run {resume} no longer matches its stored config hash{changed}; it was stored "
+                              f"by ctfrpu {record.version}; start it anew")
     if dataset is None:
         from ..data import load_dataset
 
@@ -202,12 +251,14 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
     from ..devices import check_run_physics
 
     check_run_physics(cfg.device, cfg.pulses, cfg.update)  # so do bad device parameters and pulse designs
+    config_hash = cfg.hash()
 
     run_id = None
     try:
         with signals_deferred():  # a Ctrl-C here is delivered once run_id is known
             if resume is None:
-                run_id = store.start_run(cfg.to_dict(), cfg.hash(), cfg.name, cfg.sweep)
+                run_id = store.start_run(cfg.to_dict(), config_hash, cfg.name, cfg.sweep,
+                                         device=device_parameters(cfg))
             else:
                 run_id = resume
         checkpoint = store.checkpoint_path(run_id)
@@ -218,26 +269,32 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
                 status = store.get(run_id).status  # again, now that no one else can take the run
                 if status not in ("interrupted", "running"):
                     raise CtfrpuError(f"run {run_id} is {status}; only an interrupted run can be resumed")
-                ckpt.load(checkpoint, cfg.hash())  # refuse an unreadable one before touching the run
+                ckpt.load(checkpoint, config_hash)  # refuse an unreadable one before touching the run
                 store.reopen_run(run_id)
             try:
                 result = train_run(cfg, dataset, on_epoch=lambda m: store.log_epoch(run_id, m["epoch"], m),
                                    progress=progress, checkpoint=checkpoint)
             except KeyboardInterrupt:
                 raise
+            except ckpt.CheckpointWriteError as err:  # full disk: keep the last good checkpoint
+                store.finish_run(run_id, "interrupted", error=str(err))
+                kept = checkpoint.exists()
+                how = (f"free space, then continue it with `ctfrpu train --resume {run_id} --store {store.path}`"
+                       if kept else "free space and start it anew")
+                raise CtfrpuError(f"{err}; run {run_id} is marked interrupted: {how}") from None
             except Exception as err:  # recorded, then re-raised for the caller to report
                 ckpt.remove(checkpoint)
                 store.finish_run(run_id, "failed", error=f"{type(err).__name__}: {err}")
                 ckpt.remove_lock(checkpoint)  # safe while held: a resumer re-checks the status
                 raise
             ckpt.remove(checkpoint)
-            store.finish_run(run_id, "finished", final=result["final"])
+            store.finish_run(run_id, result["status"], final=result["final"], error=result.get("reason"))
         ckpt.remove_lock(checkpoint)
         return run_id, result
     except KeyboardInterrupt as err:
         status = store.get(run_id).status if run_id is not None else None
-        if status in (None, "finished"):
-            raise  # nothing recorded yet / a Ctrl-C after the run finished
+        if status in (None, "finished", "diverged"):
+            raise  # nothing recorded yet / a Ctrl-C after the run ended
         if status == "running":
             _record_interrupted(store, run_id)
         raise RunInterrupted(run_id) from err

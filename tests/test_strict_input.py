@@ -1,0 +1,154 @@
+"""Issue 12 item 5: every silent surprise and traceback of the user study is a one-line error
+(exit 2) -- one test per case, each failing on the earlier code."""
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from ctfrpu.cli.main import main
+from ctfrpu.cli.train_cmd import config_from_cli
+
+SMALL = ["--dataset", "synthetic", "--train-limit", "50", "--test-limit", "50", "--hidden", "8", "--epochs", "1",
+         "--no-progress"]
+
+
+def _fails(capsys, argv, *words):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, (argv, code, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+def test_a_time_flag_without_unit_is_refused(capsys):
+    _fails(capsys, ["train", *SMALL, "--gap", "1"], "--gap", "no unit", "1us")
+    _fails(capsys, ["train", *SMALL, "--t-on", "5"], "--t-on", "no unit")
+    _fails(capsys, ["device", "trace", "--gap", "1"], "no unit")
+    _fails(capsys, ["design", "--gaps", "1us,2"], "no unit")
+    opts = {"gap": "0"}
+    assert config_from_cli(None, opts, ()).pulses.gap == 0.0  # 0 needs no unit
+    assert config_from_cli(None, {"gap": "100ns"}, ()).pulses.gap == pytest.approx(1e-7)
+
+
+@pytest.mark.parametrize("cmd", [["runs", "list"], ["runs", "show", "1"], ["runs", "export", "--out", "OUT"],
+                                 ["report", "--out", "OUT"]])
+def test_read_commands_refuse_a_store_that_does_not_exist(tmp_path, capsys, cmd):
+    typo = tmp_path / "typo" / "x.db"
+    cmd = [c.replace("OUT", str(tmp_path / "out")) for c in cmd]
+    _fails(capsys, [*cmd, "--store", str(typo)], "not found")
+    assert not typo.parent.exists()  # neither the folder nor an empty store was created
+
+
+def test_an_unknown_section_in_a_device_file_is_an_error(tmp_path, capsys):
+    f = tmp_path / "dev.toml"
+    f.write_text("[param]\nkappa_p = 100.0\n")
+    _fails(capsys, ["device", "params", "--device-params", str(f)], "unknown section [param]")
+    f.write_text("[params]\nkappa_p = 100.0\n[fit]\nr2 = 0.9\n")  # what `device fit` writes is fine
+    assert main(["device", "params", "--device-params", str(f)]) == 0
+
+
+def test_a_device_json_that_is_a_list_is_an_error(tmp_path, capsys):
+    f = tmp_path / "dev.json"
+    f.write_text("[1, 2]")
+    _fails(capsys, ["device", "params", "--device-params", str(f)], "must be a table")
+
+
+@pytest.mark.parametrize("line, key", [("[optim]\nepochs = true", "optim.epochs"), ("seed = true", "seed"),
+                                       ('[update]\nupdate_management = "yes"', "update.update_management"),
+                                       ('[optim]\nlr = "0.1"', "optim.lr"), ("[pulses]\nn = 100.0", "pulses.n")])
+def test_config_types_are_strict(tmp_path, capsys, line, key):
+    f = tmp_path / "c.toml"
+    f.write_text(line + "\n")
+    _fails(capsys, ["train", "--config", str(f), "--no-progress"], key)
+
+
+def test_set_on_a_section_merges_into_it():
+    cfg = config_from_cli(None, {"epochs": "1"}, ("optim={lr=0.5}",))
+    assert cfg.optim.lr == 0.5 and cfg.optim.epochs == 1
+
+
+def test_an_empty_hidden_is_an_error(capsys):
+    _fails(capsys, ["train", *SMALL[:4], "--hidden", "", "--epochs", "1"], "--hidden")
+    _fails(capsys, ["train", *SMALL[:4], "--hidden", "8,", "--epochs", "1"], "--hidden")
+
+
+def test_binary_garbage_in_a_config_or_sweep_file(tmp_path, capsys):
+    f = tmp_path / "garbage.toml"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 20)
+    _fails(capsys, ["train", "--config", str(f)], "not UTF-8")
+    _fails(capsys, ["sweep", str(f), "--dry-run"], "not UTF-8")
+
+
+def test_deeply_nested_toml(tmp_path, capsys):
+    f = tmp_path / "deep.toml"
+    f.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    _fails(capsys, ["train", "--config", str(f)], "nested")
+    _fails(capsys, ["sweep", str(f), "--dry-run"], "nested")
+    _fails(capsys, ["train", *SMALL, "--set", "seed=" + "[" * 5000 + "]" * 5000], "nested")
+
+
+@pytest.mark.parametrize("flag, value, key", [("--pulses", "1000000000", "pulses.n"),
+                                              ("--pulses", "9223372036854775807", "pulses.n"),
+                                              ("--pulses", "99999999999999999999999", "pulses.n"),
+                                              ("--hidden", "100000000", "model.hidden")])
+def test_absurd_sizes_are_refused_before_allocating(capsys, flag, value, key):
+    args = [a for a in SMALL]
+    if flag == "--hidden":
+        args[args.index("--hidden") + 1] = value
+    else:
+        args += ["--device", "ideal", flag, value]
+    _fails(capsys, ["train", *args], key)
+
+
+def test_a_store_path_under_a_file(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    _fails(capsys, ["train", *SMALL, "--store", str(f / "x.db")], "run store")
+    _fails(capsys, ["train", *SMALL, "--store", str(tmp_path)], "directory")
+
+
+def _store_with_row(tmp_path, **cols):
+    from ctfrpu.store import Store
+
+    db = tmp_path / "d.db"
+    with Store(db) as s:
+        s.record_run({"seed": 0, "device": {"kind": "fp"}}, "h", "finished", [{"epoch": 1}], {"test_accuracy": 0.5},
+                     None, 0.0, 1.0)
+    con = sqlite3.connect(db)
+    for col, value in cols.items():
+        table, _, name = col.partition(".")
+        con.execute(f"UPDATE {table} SET {name}=?", (value,))
+    con.commit()
+    con.close()
+    return db
+
+
+@pytest.mark.parametrize("damage", [{"runs.config_json": b"\xff\xfe{"}, {"runs.config_json": "{not json"},
+                                    {"runs.final_json": "[1"}, {"epochs.metrics_json": "{"},
+                                    {"runs.config_json": "[1, 2]"}])
+def test_damaged_store_rows_are_named_not_tracebacks(tmp_path, capsys, damage):
+    db = _store_with_row(tmp_path, **damage)
+    for cmd in (["runs", "list"], ["runs", "show", "1"], ["runs", "export", "--out", str(tmp_path / "x")],
+                ["report", "--out", str(tmp_path / "rep")]):
+        _fails(capsys, [*cmd, "--store", str(db)], "run 1", "damaged")
+
+
+def test_an_old_record_without_a_device_section_lists(tmp_path, capsys):
+    db = _store_with_row(tmp_path, **{"runs.config_json": json.dumps({"seed": 0})})
+    assert main(["runs", "list", "--store", str(db)]) == 0
+    assert "seed=0" in capsys.readouterr().out
+
+
+def test_a_malformed_scheduler_address_fails_at_once(tmp_path, capsys):
+    from ctfrpu.sweep.engine import check_scheduler_address
+
+    t0 = time.perf_counter()
+    _fails(capsys, ["sweep", "example", "--scheduler", "notanaddress", "--store", str(tmp_path / "s.db")],
+           "HOST:PORT")
+    assert time.perf_counter() - t0 < 10  # the old code waited for a 40 s timeout
+    assert check_scheduler_address("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert check_scheduler_address("localhost:8786") == "localhost:8786"
