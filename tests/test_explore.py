@@ -42,6 +42,7 @@ def test_map_point_today_is_not_promising_the_paper_preset_is():
     assert abs(dev.nominal_dw(5e-3) * 1 - 5.0) < 1e-12  # a fully-ON 5 ms train moves the weight by W
 
 
+@pytest.mark.slow
 def test_explore_cli(tmp_path, cli_env):
     res = subprocess.run([CTFRPU, "explore", "--out", str(tmp_path), "--timings", "slot,train", "--coarseness", "5",
                           "--tau-on", "30us", "--tau-off", "20us"], env=cli_env, capture_output=True, text=True)

@@ -115,6 +115,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", COMMANDS)
 def test_issue9_crash_and_hang_commands_finish(args, cli_env):
     try:

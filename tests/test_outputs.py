@@ -35,6 +35,7 @@ def test_device_fit_refuses_to_write_over_its_data(meas, capsys):
     assert meas.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_synth_and_fit_need_force_to_overwrite(meas, capsys):
     capsys.readouterr()
     _err(capsys, ["device", "synth", "--out", str(meas)], "exists", "--force")
@@ -46,6 +47,7 @@ def test_synth_and_fit_need_force_to_overwrite(meas, capsys):
     assert main(["device", "fit", str(meas), "--out", str(out), "--force", "--fix", "tau_off=20us"]) == 0
 
 
+@pytest.mark.slow
 def test_fit_toml_quotes_odd_file_names(tmp_path, meas, capsys):
     odd = tmp_path / 'we"ird \\ name.csv'
     odd.write_bytes(meas.read_bytes())
@@ -100,6 +102,7 @@ def test_a_failed_export_leaves_neither_table(tmp_path, monkeypatch):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(("x_", ".x_"))]
 
 
+@pytest.mark.slow
 def test_report_needs_force_and_refuses_a_symlinked_folder(tmp_path, capsys):
     db = _store(tmp_path)
     out = tmp_path / "rep"

@@ -132,6 +132,7 @@ def _verdict_rows(out):
         return [r for r in csv.DictReader(line for line in fh if not line.startswith("#"))]
 
 
+@pytest.mark.slow
 def test_report_from_constructed_store(tmp_path):
     store = fake_store(tmp_path / "s.db")
     out = tmp_path / "rep"
@@ -206,6 +207,7 @@ def test_report_cli_errors(tmp_path, cli_env):
 # ------------------------------------------------------------------------------ tiny real run
 
 
+@pytest.mark.slow
 def test_tiny_real_reproduce_and_report(tmp_path):
     """The smoke profile (synthetic data, tiny MLP) through the in-process runner, then resumed."""
     from ctfrpu.experiments.reproduce import reproduce
@@ -299,6 +301,7 @@ def test_suggested_commands_run_as_printed_and_optional_parts_are_not_red(tmp_pa
     assert "Missing for the full comparison" not in html and "optional extensions" in html
 
 
+@pytest.mark.slow
 def test_verdicts_from_fewer_than_3_seeds_are_marked_indicative(tmp_path):
     html = build_report(fake_store(tmp_path / "a.db", seeds=(0, 1)), tmp_path / "a").read_text()
     assert "indicative: 2 seeds" in html and 'class="indicative"' in html
@@ -306,6 +309,7 @@ def test_verdicts_from_fewer_than_3_seeds_are_marked_indicative(tmp_path):
     assert "indicative: " not in firm
 
 
+@pytest.mark.slow
 def test_diverged_runs_are_listed_in_the_report(tmp_path):
     store = fake_store(tmp_path / "s.db", datasets=("mnist",))
     cfg = validate(arm_config(BASE, "fp"))

@@ -131,6 +131,7 @@ def _wait_for_epochs(store_path, n, timeout=60.0):
     assert epochs >= n, f"training never finished {n} epoch(s)"
 
 
+@pytest.mark.slow
 def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
     proc = subprocess.Popen(_train(cli_env), env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)

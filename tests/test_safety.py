@@ -250,6 +250,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_the_run_res
     assert _strip(res["epochs"]) == _strip(clean["epochs"])
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_shown_dead_not_running(tmp_path, cli_env):
     cmd = [CTFRPU, "train", "--dataset", "synthetic", "--hidden", "32", "--train-limit", "2000",
            "--test-limit", "200", "--epochs", "40", "--no-progress"]

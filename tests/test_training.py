@@ -87,6 +87,7 @@ def _train_cmd(*extra):
             "--test-limit", "200", "--lr", "0.05", *extra]
 
 
+@pytest.mark.slow
 def test_cli_json_twice_identical_and_stored(cli_env):
     outs = []
     for _ in range(2):
