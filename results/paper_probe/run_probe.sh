@@ -1,4 +1,5 @@
 #!/bin/bash
+cd "$(dirname "$0")/../.."  # repository root; needs make data (or ctfrpu data fetch)
 mkdir -p out/paper_probe
 export CTFRPU_STORE=${CTFRPU_STORE:-runs/paper_probe.db}
 P=src/ctfrpu/presets/ctf_paper.toml
