@@ -94,21 +94,27 @@ def base_probability(device, train, lr: float, u: float) -> float:
 def gain_for(device, train, lr: float, u_typ: float = U_TYP, timing: str = "slot") -> tuple[float, float, float]:
     """Solve eqs. (1)-(2): returns (g, r_bar, P_typ) with P_typ the compensated typical probability."""
     p0 = base_probability(device, train, lr, u_typ)
-    g = 1.0
-    for _ in range(_MAX_ITER):
-        p = min(1.0, g * p0)
-        r_plus = float(efficiency(device, train, p, +1.0, timing))
-        r_minus = float(efficiency(device, train, p, -1.0, timing))
-        if not (r_plus > 0 and r_minus > 0):
-            raise CtfrpuError(f"compensation: the device programs nothing with {train.describe()} "
-                              f"(efficiency {r_plus:.3g}/{r_minus:.3g}); no gain can compensate it")
-        g_new = (r_plus + r_minus) / (r_plus ** 2 + r_minus ** 2)
-        if abs(g_new - g) <= 1e-10 * g_new:
-            g = g_new
-            break
-        g = g_new
+    g = _least_squares_factor(lambda g, sign: efficiency(device, train, min(1.0, g * p0), sign, timing),
+                              lambda g: f"{train.describe()}", "gain")
     p = min(1.0, g * p0)
     return g, 1.0 / g, p
+
+
+def _least_squares_factor(r_of, where, what: str) -> float:
+    """Fixed point of x = (r_+ + r_-) / (r_+^2 + r_-^2), r_+- = r_of(x, +-1) (eqs. (2) and (3)),
+    from x = 1; one-line error if the device programs nothing."""
+    x = 1.0
+    for _ in range(_MAX_ITER):
+        r_plus = float(r_of(x, +1.0))
+        r_minus = float(r_of(x, -1.0))
+        if not (r_plus > 0 and r_minus > 0):
+            raise CtfrpuError(f"compensation: the device programs nothing with {where(x)} "
+                              f"(efficiency {r_plus:.3g}/{r_minus:.3g}); no {what} can compensate it")
+        x_new = (r_plus + r_minus) / (r_plus ** 2 + r_minus ** 2)
+        if abs(x_new - x) <= 1e-10 * x_new:
+            return x_new
+        x = x_new
+    return x
 
 
 def stretch_for(device, train, lr: float, u_typ: float = U_TYP, timing: str = "slot"):
@@ -116,22 +122,12 @@ def stretch_for(device, train, lr: float, u_typ: float = U_TYP, timing: str = "s
     from ..devices.pulses import PulseTrain
 
     p0 = min(1.0, base_probability(device, train, lr, u_typ))
-    k = 1.0
-    for _ in range(_MAX_ITER):
-        tk = PulseTrain(train.n, train.pw * k, train.gap)
-        r_plus = float(efficiency(device, tk, p0, +1.0, timing))
-        r_minus = float(efficiency(device, tk, p0, -1.0, timing))
-        if not (r_plus > 0 and r_minus > 0):
-            raise CtfrpuError(f"compensation: the device programs nothing with {tk.describe()}; no stretch can "
-                              f"compensate it")
-        k_new = (r_plus + r_minus) / (r_plus ** 2 + r_minus ** 2)
-        if abs(k_new - k) <= 1e-10 * k_new:
-            k = k_new
-            break
-        k = k_new
+    stretched = lambda k: PulseTrain(train.n, train.pw * k, train.gap)  # noqa: E731
+    k = _least_squares_factor(lambda k, sign: efficiency(device, stretched(k), p0, sign, timing),
+                              lambda k: stretched(k).describe(), "stretch")
     if not (math.isfinite(k) and k > 0):
         raise CtfrpuError(f"compensation: stretch is not finite for {train.describe()}")
-    return float(k), PulseTrain(train.n, train.pw * k, train.gap)
+    return float(k), stretched(k)
 
 
 def compensated_design(device, train, cfg):
