@@ -28,6 +28,7 @@ from ..errors import CtfrpuError
 from .base import DeviceState
 from .ctf import (K_A_E, K_A_P, K_DV_STD, K_KAPPA_E, K_KAPPA_P, K_M, K_NORM, K_TAU_OFF, K_TAU_ON_E, K_TAU_ON_P,
                   K_TD_E, K_TD_P, CTFDevice, check_pulses_lazy, pulse_coeffs)
+from .ctf_update import int_exponent, ipow
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -44,22 +45,6 @@ def _mix(x):
 
 
 @numba.njit(cache=True, inline="always")
-def _pow(x, m, m_int):
-    """x**m; by repeated squaring when m is a small positive integer (m_int = m, else 0)."""
-    if m_int <= 0:
-        return x ** m
-    r = 1.0
-    b = x
-    n = m_int
-    while n > 0:
-        if n & 1:
-            r *= b
-        b *= b
-        n >>= 1
-    return r
-
-
-@numba.njit(cache=True, inline="always")
 def _pulse(vt, e0, pw, sign, kscale, vmin, vmax, prm, xi, m_int):
     """Scalar equivalent of :func:`ctfrpu.devices.ctf.pulse_math` for sign = +1 or -1 (the same
     closed form; evaluates only the branch of the pulse's polarity, so it is cheaper)."""
@@ -72,15 +57,14 @@ def _pulse(vt, e0, pw, sign, kscale, vmin, vmax, prm, xi, m_int):
     lin, aq, c = pulse_coeffs(a, tau_on, t_d, pw)
     u = min(max((vt - vmin) / (vmax - vmin), 0.0), 1.0)
     x = u if sign > 0 else 1.0 - u
-    s = (1.0 - _pow(x, prm[K_M], m_int)) / prm[K_NORM]
+    s = (1.0 - (ipow(x, m_int) if m_int > 0 else x ** prm[K_M])) / prm[K_NORM]
     noise = max(0.0, 1.0 + prm[K_DV_STD] * xi)
     dv = sign * kappa * kscale * s * (lin + aq * e0) * noise
     return min(max(vt + dv, vmin), vmax), 1.0 - (1.0 - e0) * c
 
 
 def _m_int(prm: np.ndarray) -> int:
-    m = float(prm[K_M])
-    return int(m) if m == int(m) and 1 <= m <= 64 else 0
+    return int_exponent(float(prm[K_M]))
 
 
 @numba.njit(cache=True, inline="always")
