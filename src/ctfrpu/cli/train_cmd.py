@@ -15,7 +15,7 @@ from .common import data_dir_option, resume_command, store_option
 # flag -> dotted config key. Values go through the strict config validator, so a bad value is a
 # one-line error naming the key (click's own type errors would print a usage block instead).
 _FLAGS = {
-    "dataset": "data.dataset", "epochs": "optim.epochs", "seed": "seed", "lr": "optim.lr",
+    "dataset": "data.dataset", "epochs": "optim.epochs", "seed": "seed", "lr": "optim.lr", "lr_decay": "optim.lr_decay",
     "batch_size": "optim.batch_size", "train_limit": "data.train_limit", "test_limit": "data.test_limit",
     "val_size": "data.val_size", "device": "device.kind", "device_params": "device.params_file",
     "pulses": "pulses.n", "gap": "pulses.gap", "pw_mode": "pulses.mode", "t_on": "pulses.t_on",
@@ -57,6 +57,7 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.option("--epochs", help="Epochs  [30]")
 @click.option("--seed", help="Seed of every random draw  [0]")
 @click.option("--lr", help="Learning rate  [0.01]")
+@click.option("--lr-decay", help="Per-epoch step decay: epoch e uses lr * lr_decay**(e-1)  [1.0]")
 @click.option("--batch-size", help="Mini-batch size  [1]")
 @click.option("--train-limit", help="Train on the first N shuffled samples only.")
 @click.option("--test-limit", help="Evaluate on the first N test samples only.")

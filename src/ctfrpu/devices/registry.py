@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..config import params_path
 from ..errors import CtfrpuError
 from .ctf import CTFDevice
 from .ideal import IdealDevice
@@ -73,8 +74,9 @@ _INFO_TABLES = ("fit",)
 def load_params_file(path: str | Path) -> dict[str, Any]:
     """Read device parameters from TOML or JSON. A ``[params]`` table (as written by
     ``ctfrpu device fit``, with its ``[fit]`` table) or a flat table is accepted; any other table
-    (e.g. a typo ``[param]``) is an error, not silently ignored."""
-    p = Path(path)
+    (e.g. a typo ``[param]``) is an error, not silently ignored. ``preset:NAME`` names a packaged
+    preset (:func:`ctfrpu.config.params_path`)."""
+    p = params_path(path)
     if not p.is_file():
         raise CtfrpuError(f"device parameter file not found: {p}")
     try:

@@ -111,7 +111,7 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
     x_tr, y_tr, x_val, y_val, x_te, y_te = split_data(cfg, dataset, data_rng)
     n_classes = int(max(dataset.y_train.max(), dataset.y_test.max())) + 1
     model = build_model(cfg, x_tr.shape[1], n_classes, model_seed)
-    lr, bs = cfg.optim.lr, cfg.optim.batch_size
+    bs = cfg.optim.batch_size
     epochs: list[dict[str, Any]] = []
     elapsed_before = 0.0
     saved = ckpt.load(checkpoint, cfg.hash()) if checkpoint is not None else None
@@ -137,6 +137,7 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
     try:
         for epoch in range(first_epoch, cfg.optim.epochs + 1):
             t0 = time.perf_counter()
+            lr = cfg.optim.epoch_lr(epoch)
             order = data_rng.permutation(len(y_tr))
             loss_sum = 0.0
             if bs == 1:
