@@ -18,6 +18,7 @@ import html
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,39 @@ def ablation_design(study: Study, dataset: str) -> tuple[int, float] | None:
     return max(counts, key=lambda k: (len(counts[k]), k[0] == 1000, -k[1]))
 
 
+@dataclass
+class FactorialDesign:
+    """The 2x2 bias x noise arms of one dataset: cells keyed (bias level, noise level)."""
+
+    sizes: tuple[int, int]
+    gap: float
+    arms: dict[tuple[str, str], V.Cell]
+    compensated: V.Cell | None
+    """the compensated full model at (N small, t_gap), a second candidate improvement, if run."""
+
+
+def factorial_design(rows) -> FactorialDesign | None:
+    """The factorial arms among ``rows`` (one dataset), or None when there are none. With more than
+    one t_gap or more than two N values, the (t_gap, sizes) with the most runs is used."""
+    runs = [r for r in rows if r.bias_pulses is not None]
+    if not runs:
+        return None
+    by_gap: dict[float, list] = {}
+    for r in runs:
+        by_gap.setdefault(r.gap, []).append(r)
+    gap, sel = max(by_gap.items(), key=lambda kv: len(kv[1]))
+    sizes = sorted({r.n for r in sel} | {r.bias_pulses for r in sel})
+    if len(sizes) != 2:
+        sizes = [min(sizes), max(sizes)]
+    level = {sizes[0]: "small", sizes[1]: "large"}
+    arms: dict[tuple[str, str], V.Cell] = {}
+    for r in sel:
+        if r.bias_pulses in level and r.n in level:
+            arms.setdefault((level[r.bias_pulses], level[r.n]), V.Cell([], [])).add(r.accuracy, r.seed)
+    comp = V.cell_of(r for r in rows if r.arm == "ctf_comp" and r.n == sizes[0] and r.gap == gap)
+    return FactorialDesign((sizes[0], sizes[1]), gap, arms, comp if comp.n else None)
+
+
 def study_verdicts(study: Study) -> list[V.Verdict]:
     out: list[V.Verdict] = []
     for ds in study.datasets:
@@ -155,6 +189,10 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
             arms = {a: V.cell_of(r for r in rows if r.arm == a and (a == "fp" or (r.n == n and r.gap == gap)))
                     for a in ARM_ORDER}
             out.append(V.verdict_iii(arms, n_test, ds, f" (N = {n}, t_gap {F.gap_label(gap)})"))
+        fd = factorial_design(rows)
+        if fd is not None:
+            out.append(V.verdict_factorial(fd.arms, n_test, ds, f", t_gap {F.gap_label(fd.gap)}", fd.compensated,
+                                           fd.sizes))
     return out
 
 
@@ -370,6 +408,56 @@ def _gap_note(device, t_on: float, ns, gaps, lr: float) -> str:
             "changes the mean update.</p>")
 
 
+def _factorial_section(w: _Writer, study: Study, p: str) -> list[str]:
+    """The 2x2 bias x noise ablation: arms, main effects and interaction with 95 % CIs, figure, CSV."""
+    designs = {}
+    for ds in study.datasets:
+        fd = factorial_design([r for r in study.runs if r.dataset == ds])
+        if fd is not None:
+            designs[ds] = fd
+    if not designs:
+        return []
+    parts = ["<h3>2 x 2 ablation: bias x noise (ours)</h3>",
+             "<p>Each arm trains with the mean update of design N_b and the noise of design N_σ: per cell "
+             "E<sub>CTF</sub>(N_b) + [exact<sub>CTF</sub>(N_σ) − E<sub>CTF</sub>(N_σ)], so the noise keeps its "
+             "discreteness and row/column correlations (docs/science.md §4.9). Seeds are paired across the four arms. "
+             "Effects are in percentage points of test accuracy: bias = mean over N_σ of y(N_b large) − y(N_b small); "
+             "noise likewise over N_b; interaction = [y(LL) − y(SL)] − [y(LS) − y(SS)].</p>"]
+    arm_rows, eff_rows = [], []
+    for ds, fd in designs.items():
+        name = F.DATASET_NAMES.get(ds, ds)
+        for (b, nz), cell in sorted(fd.arms.items()):
+            nb, ns = fd.sizes[0 if b == "small" else 1], fd.sizes[0 if nz == "small" else 1]
+            sd = cell.std
+            arm_rows.append([ds, nb, ns, fd.gap, cell.n, 100 * cell.mean, 100 * sd if math.isfinite(sd) else ""])
+        if len(fd.arms) == 4 and min(c.n for c in fd.arms.values()) >= 2:
+            f = V.factorial_effects(fd.arms, next(r.n_test for r in study.runs if r.dataset == ds))
+            for key, t in (("bias (N_b)", f.bias), ("noise (N_sigma)", f.noise), ("interaction", f.interaction),
+                           ("noise minus bias", f.noise_minus_bias)):
+                eff_rows.append([ds, key, 100 * t.estimate.est, 100 * t.ci[0], 100 * t.ci[1], t.p, t.estimate.n,
+                                 100 * t.mde])
+    parts.append(_table(["dataset", "N_b (bias)", "N_σ (noise)", "t_gap", "seeds", "accuracy (%)"],
+                        [[_esc(F.DATASET_NAMES.get(r[0], r[0])), r[1], r[2], F.gap_label(r[3]), r[4],
+                          f"{r[5]:.2f} ± {r[6]:.2f}" if r[6] != "" else f"{r[5]:.2f}"] for r in arm_rows]))
+    if eff_rows:
+        parts.append(_table(["dataset", "effect", "estimate (pp)", "95 % CI (pp)", "p (two-sided)", "paired seeds",
+                             "detectable at 80 % (pp)"],
+                            [[_esc(F.DATASET_NAMES.get(r[0], r[0])), _esc(r[1]), f"{r[2]:+.2f}",
+                              f"[{r[3]:+.2f}, {r[4]:+.2f}]", f"{r[5]:.2g}", r[6], f"{r[7]:.2f}"] for r in eff_rows]))
+    else:
+        parts.append('<p class="missing">Fewer than 2 seeds in some factorial arm: no effects estimated.</p>')
+    fp = {ds: [r.accuracy for r in study.runs if r.dataset == ds and r.arm == "fp"] for ds in designs}
+    panels = [(ds, fd.sizes, fd.gap, fd.arms) for ds, fd in designs.items()]
+    parts.append(w.figure(F.factorial_figure(panels, fp), f"{p}factorial",
+                          "2 x 2 ablation: accuracy of the four bias x noise arms (mean ± sd over seeds)"))
+    a = w.csv(f"{p}factorial_arms", ["dataset", "N_b", "N_sigma", "t_gap_s", "seeds", "accuracy_pct", "sd_pct"],
+              arm_rows, "2x2 factorial arms")
+    e = w.csv(f"{p}factorial_effects", ["dataset", "effect", "estimate_pp", "ci95_low_pp", "ci95_high_pp", "p",
+                                        "paired_seeds", "mde80_pp"], eff_rows, "2x2 factorial effects")
+    parts.append(f"<p>Tables: {a}, {e}</p>")
+    return parts
+
+
 def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple[str, list[V.Verdict]]:
     p = f"s{idx}_"
     datasets = study.datasets
@@ -432,6 +520,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
                               "Final test accuracy per ablation arm"))
     else:
         parts.append('<p class="missing">No ablation runs in this study.</p>')
+    parts += _factorial_section(w, study, p)
     if study.stats:
         by_ds: dict[str, list] = {}
         for s in study.stats:

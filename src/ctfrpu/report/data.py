@@ -36,6 +36,8 @@ class RunRow:
     n_test: int
     t_on: float
     config: dict[str, Any] = field(repr=False)
+    bias_pulses: int | None = None
+    """N_b of a 2x2 factorial-arm run (``update.mode = 'factorial'``), else None."""
 
 
 @dataclass
@@ -62,7 +64,7 @@ def study_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "train_limit": data.get("train_limit"), "test_limit": data.get("test_limit"),
         "val_size": data.get("val_size", 0), "epochs": optim.get("epochs"), "lr": optim.get("lr"),
-        "batch_size": optim.get("batch_size", 1), "hidden": model.get("hidden"),
+        "lr_decay": optim.get("lr_decay", 1.0), "batch_size": optim.get("batch_size", 1), "hidden": model.get("hidden"),
         "activation": model.get("activation"), "io": config.get("io", {}),
     }
 
@@ -71,7 +73,9 @@ def study_label(s: dict[str, Any]) -> str:
     train = "all" if s["train_limit"] is None else f"{s['train_limit']:,}"
     test = "all" if s["test_limit"] is None else f"{s['test_limit']:,}"
     hidden = "-".join(str(h) for h in (s["hidden"] or []))
-    return (f"{train} training samples x {s['epochs']} epochs, lr {s['lr']:g}, batch {s['batch_size']}, "
+    decay = s.get("lr_decay", 1.0)
+    lr = f"lr {s['lr']:g}" + (f" (x{decay:g} per epoch)" if decay != 1.0 else "")
+    return (f"{train} training samples x {s['epochs']} epochs, {lr}, batch {s['batch_size']}, "
             f"MLP 784-{hidden}-10 ({s['activation']}), {test} test samples")
 
 
@@ -112,7 +116,8 @@ def load_studies(store) -> list[Study]:
                      comp=cfg.get("compensation", {}).get("kind", "none"),
                      n=int(pulses.get("n", 0)), gap=float(pulses.get("gap", 0.0)), seed=int(cfg.get("seed", 0)),
                      accuracy=float(acc), curve=curve, n_test=n_test, t_on=float(pulses.get("t_on", 0.0)),
-                     config=cfg)
+                     config=cfg, bias_pulses=cfg.get("update", {}).get("bias_pulses")
+                     if cfg.get("update", {}).get("mode") == "factorial" else None)
         st = study_for(cfg)
         row.study = st.key
         st.runs.append(row)
