@@ -83,3 +83,32 @@ def test_report_has_factorial_tables_and_figure(tmp_path):
     noise = rows["noise (N_sigma)"]
     assert float(noise["ci95_low_pp"]) < float(noise["estimate_pp"]) < float(noise["ci95_high_pp"])
     assert float(noise["estimate_pp"]) == pytest.approx(3.0, abs=0.4) and noise["paired_seeds"] == "5"
+
+
+@pytest.mark.slow
+def test_report_map_section_outlines_the_preset(tmp_path):
+    from ctfrpu.experiments.explore import map_for
+
+    points, mark = map_for("preset:ctf_paper")
+    assert mark == (5.0, 3e-05, 2e-05)
+    # the chosen preset's column passes both conditions for every timing x compensation but train/stretch
+    col = [p for p in points if (p.coarseness, p.tau_on, p.tau_off) == mark]
+    assert {(p.timing, p.compensation) for p in col if not p.promising} == {("train", "stretch")}
+    out = tmp_path / "rep"
+    html = build_report(factorial_store(tmp_path / "s.db", NOISE_DRIVEN, seeds=(0, 1)), out, explore_points=points,
+                        explore_mark=mark).read_text()
+    assert "Where can our model show the paper's findings?" in html
+    assert (out / "figures" / "explore_map.png").stat().st_size > 1000
+    assert (out / "tables" / "explore_map.csv").exists()
+
+
+def test_report_cli_map_with_unknown_preset_is_one_line(tmp_path, cli_env):
+    import subprocess
+    import sys
+
+    factorial_store(tmp_path / "s.db", NOISE_DRIVEN, seeds=(0,))
+    r = subprocess.run([sys.executable, "-m", "ctfrpu.cli.main", "report", "--store", str(tmp_path / "s.db"),
+                        "--out", str(tmp_path / "r"), "--map", "preset:nope"], capture_output=True, text=True,
+                       env=cli_env)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: unknown device preset 'nope'; choose from "
+                                                                   "ctf_illustrative, ctf_paper"]

@@ -65,7 +65,10 @@ def _echo(line: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="report", show_default=True,
               help="Output directory (report.html, figures/, tables/).")
 @click.option("--force", is_flag=True, help="Overwrite an existing report in --out.")
-def report(store_path, out_dir, force) -> None:
+@click.option("--map", "map_params", default=None, metavar="FILE|preset:NAME",
+              help="Add the explore map (docs/science.md §9) with the place of these CTF parameters on it "
+                   "(e.g. preset:ctf_paper); seconds.")
+def report(store_path, out_dir, force, map_params) -> None:
     """Build a self-contained HTML report from the run store.
 
     Figures (device trends of OUR CTF model, accuracy vs N per t_gap with the FP baseline, accuracy
@@ -83,8 +86,13 @@ def report(store_path, out_dir, force) -> None:
         raise CtfrpuError(f"run store not found: {path} (run `ctfrpu reproduce --profile quick --store {path}`)")
     from ..store import Store
 
+    points = mark = None
+    if map_params:
+        from ..experiments.explore import map_for
+
+        points, mark = map_for(map_params)
     with Store(path, create=False) as st:
-        path = build_report(st, out_dir, force=force)
+        path = build_report(st, out_dir, force=force, explore_points=points, explore_mark=mark)
     click.echo(f"report written to {path}")
 
 

@@ -110,25 +110,13 @@ def explore(base: CTFDevice | None = None, timings=DEFAULT_TIMINGS, coarseness=D
     return out
 
 
-def write_map(points: list[MapPoint], out_dir) -> list:
-    """``explore_map.csv`` and ``explore_map.png`` (+ .svg) into ``out_dir``; returns the paths."""
-    import csv
-    from pathlib import Path
-
+def map_figure(points: list[MapPoint], mark: tuple[float, float, float] | None = None):
+    """The map as a matplotlib Figure: rows (timing, compensation), columns (W, tau_on, tau_off);
+    ``mark`` = (W, tau_on, tau_off) outlines a column (e.g. the chosen preset's)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [p.row() for p in points]
-    csv_path = out / "explore_map.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(csv_path)
     cols = sorted({(p.coarseness, p.tau_on, p.tau_off) for p in points})
     lines = sorted({(p.timing, p.compensation) for p in points})
     grid = np.zeros((len(lines), len(cols)))
@@ -141,11 +129,37 @@ def write_map(points: list[MapPoint], out_dir) -> list:
     ax.set_xticks(range(len(cols)), [f"W={c[0]:g}\ntau_on={c[1] * 1e6:g}us\ntau_off={c[2] * 1e6:g}us" for c in cols],
                   fontsize=7)
     ax.set_yticks(range(len(lines)), [f"{t} / {c}" for t, c in lines], fontsize=7)
+    if mark is not None:
+        hit = [i for i, c in enumerate(cols) if np.allclose(c, mark, rtol=1e-9)]
+        for i in hit:
+            ax.add_patch(matplotlib.patches.Rectangle((i - 0.5, -0.5), 1, len(lines), fill=False, lw=2.5, ec="k"))
     ax.set_title("Predicted per-update error (our model): green = both necessary conditions hold,\n"
-                 "blue = only 'large N better', grey = neither", fontsize=8)
+                 "blue = only 'large N better', grey = neither" + ("; outlined: the chosen preset" if mark else ""),
+                 fontsize=8)
     fig.text(0.5, 0.005, "OUR reconstruction (docs/science.md §8, §9): single-update predictions, to be "
              "confirmed by training runs.", ha="center", va="bottom", fontsize=7, color="0.3")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def write_map(points: list[MapPoint], out_dir, mark: tuple[float, float, float] | None = None) -> list:
+    """``explore_map.csv`` and ``explore_map.png`` (+ .svg) into ``out_dir``; returns the paths."""
+    import csv
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [p.row() for p in points]
+    csv_path = out / "explore_map.csv"
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(csv_path)
+    fig = map_figure(points, mark)
     paths = [csv_path]
     for ext in ("png", "svg"):
         path = out / f"explore_map.{ext}"
@@ -153,3 +167,17 @@ def write_map(points: list[MapPoint], out_dir) -> list:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def preset_point(device: CTFDevice, t_on: float = 5e-3) -> tuple[float, float, float]:
+    """(W, tau_on, tau_off) of a device: where it sits on the map (inverse of :func:`device_for`)."""
+    return (float(f"{device.kappa_p * (1.0 + device.a_p) * t_on / device.v_unit:.6g}"), float(device.tau_on_p),
+            float(device.tau_off))
+
+
+def map_for(params_file: str | None):
+    """The default map and the place on it of the CTF parameters in ``params_file`` (a path or
+    ``preset:NAME``; None: the illustrative preset)."""
+    from ..devices import build_device
+
+    return explore(), preset_point(build_device("ctf", params_file, {}))

@@ -172,6 +172,17 @@ def profile_device(profile: Profile, device_params: dict[str, Any] | None = None
     return {"kind": "ctf", "params": dict(device_params or {}), "params_file": params_file or profile.params_file}
 
 
+def profile_map(profile: Profile, params_file: str | None = None):
+    """The explore map (and the preset's place on it) for a profile with its own device preset;
+    (None, None) otherwise. Seconds: single-update predictions only."""
+    file = params_file or profile.params_file
+    if not file:
+        return None, None
+    from .explore import map_for
+
+    return map_for(file)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -358,7 +369,9 @@ def reproduce(profile_name: str, store, out: str | Path, workers: int | None = N
     if report:
         from ..report import build_report
 
-        path = build_report(store, out / "report", force=True)  # the pipeline's own output: rebuilt on rerun
+        points, mark = profile_map(profile, params_file)
+        # the pipeline's own output: rebuilt on rerun
+        path = build_report(store, out / "report", force=True, explore_points=points, explore_mark=mark)
         result["report"] = str(path)
         log(f"reproduce {profile.name}: report written to {path}")
     result["seconds"] = round(time.time() - t0, 1)

@@ -561,8 +561,37 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     return "\n".join(parts), verdicts
 
 
-def build_report(store, out: str | Path, store_label: str | None = None, force: bool = False) -> Path:
+def _map_section(w: _Writer, points, mark) -> str:
+    """The explore map (docs/science.md §9): where the paper's findings can hold, by prediction."""
+    from ..experiments.explore import map_figure
+
+    good = [p for p in points if p.promising]
+    rows = [[p.timing, p.coarseness, p.tau_on, p.tau_off, p.compensation, p.large_n_better,
+             p.gap_matters_more_at_small_n, p.promising] for p in points]
+    link = w.csv("explore_map", ["timing", "W", "tau_on_s", "tau_off_s", "compensation", "large_n_better",
+                                 "gap_matters_more_at_small_n", "promising"], rows, "explore map (predictions)")
+    parts = ["<h2>Where can our model show the paper's findings? (map of predictions, ours)</h2>",
+             "<p>Each point is a variant of OUR device model: timing model of a cell's coincidences × W (the weight "
+             "change of a fully-ON train; dw_min = W/N) × τ_on × τ_off × compensation kind. The design helper "
+             "predicts the relative mean-square error of one update of a typical output-layer cell (|xδ| = 0.2, lr "
+             "0.1, T_on = 5 ms) at N = 100 and 1000 over t_gap 0.1–100 µs, and two <i>necessary</i> conditions for "
+             "findings (i) and (ii): the error at large N is below that at small N at every gap, and it varies more "
+             "with the gap at small N. Training runs decide; the map only says where to look "
+             "(docs/science.md §9).</p>",
+             w.figure(map_figure(points, mark), "explore_map", f"{len(good)} of {len(points)} points meet both "
+                      "necessary conditions" + ("; the outlined column is the preset of these runs" if mark else "")),
+             _table(["timing", "W", "τ_on", "τ_off", "compensation"],
+                    [[_esc(p.timing), f"{p.coarseness:g}", F.gap_label(p.tau_on), F.gap_label(p.tau_off),
+                      _esc(p.compensation)] for p in good]),
+             f"<p>Table of all points: {link}</p>"]
+    return "\n".join(parts)
+
+
+def build_report(store, out: str | Path, store_label: str | None = None, force: bool = False,
+                 explore_points=None, explore_mark: tuple[float, float, float] | None = None) -> Path:
     """Write the report for ``store`` (a :class:`ctfrpu.store.Store`) into ``out``; returns report.html.
+    ``explore_points`` (from :func:`ctfrpu.experiments.explore.explore`) adds the map section,
+    ``explore_mark`` outlines the preset's column in it.
 
     An existing ``out/report.html`` is overwritten only with ``force``; every file is written
     atomically, report.html last (a report that is there is complete)."""
@@ -584,6 +613,8 @@ def build_report(store, out: str | Path, store_label: str | None = None, force: 
         body.append('<div class="missing">The store has no finished runs. Run <code>ctfrpu reproduce --profile quick '
                     f"--store {_esc(label)}</code> (needs <code>ctfrpu data fetch</code>).</div>")
     body.append(_device_section(w, studies[0] if studies else None))
+    if explore_points:
+        body.append(_map_section(w, explore_points, explore_mark))
     seeds_of: dict[int, dict[str, int]] = {}
     for i, st in enumerate(studies, 1):
         section, verdicts = _study_section(w, st, i, label)
