@@ -17,14 +17,14 @@ BASE = {"data": {"dataset": "mnist", "train_limit": 2000}, "optim": {"epochs": 2
         "pulses": {"gap": 1e-7}}
 
 
-def factorial_store(path, means, seeds=(0, 1, 2, 3, 4), sd=0.002):
+def factorial_store(path, means, seeds=(0, 1, 2, 3, 4), sd=0.002, sweep="fake"):
     """FP plus the four arms with known means {(bias level, noise level): accuracy}."""
     store = Store(path)
     rng = np.random.default_rng(1)
 
     def add(cfg, acc):
         store.record_run(cfg.to_dict(), cfg.hash(), "finished", [{"epoch": 1, "test_accuracy": acc}],
-                         {"test_accuracy": acc}, None, 0.0, 1.0, sweep="fake")
+                         {"test_accuracy": acc}, None, 0.0, 1.0, sweep=sweep)
 
     for s in seeds:
         add(validate(dict(arm_config(BASE, "fp"), seed=s)), 0.95 + rng.normal(0, sd))
@@ -112,3 +112,17 @@ def test_report_cli_map_with_unknown_preset_is_one_line(tmp_path, cli_env):
                        env=cli_env)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == ["error: unknown device preset 'nope'; choose from "
                                                                    "ctf_illustrative, ctf_paper"]
+
+
+def test_missing_runs_of_a_profile_study_point_at_the_profile(tmp_path):
+    from ctfrpu.report.build import missing_notes
+
+    st = load_studies(factorial_store(tmp_path / "s.db", NOISE_DRIVEN, seeds=(0,), sweep="reproduce-paper"))[0]
+    assert st.profile == "paper"
+    missing, optional = missing_notes(st, "x.db")
+    assert missing and all("`ctfrpu reproduce --profile paper --store x.db`" in m for m in missing)
+    assert all("not part of profile 'paper'" in o for o in optional)
+    # without a profile label the notes keep their single-run commands
+    st2 = load_studies(factorial_store(tmp_path / "t.db", NOISE_DRIVEN, seeds=(0,)))[0]
+    assert st2.profile is None and any("ctfrpu ablation" in m for m in missing_notes(st2, "t.db")[0] +
+                                       missing_notes(st2, "t.db")[1])

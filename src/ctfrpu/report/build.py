@@ -215,46 +215,53 @@ def _command_flags(study: Study, store_path: str) -> str:
 
 def missing_notes(study: Study, store_path: str) -> tuple[list[str], list[str]]:
     """(missing, optional): what the paper's comparisons lack, and extensions a profile leaves out
-    (ablation or update statistics on a second dataset) -- each with a command that runs as printed."""
+    (ablation or update statistics on a second dataset) -- each with a command that runs as printed.
+    For a study made by ``reproduce --profile P`` the command is that profile's rerun: its runs carry
+    settings (lr schedule, device preset, timing) the single-run commands would not reproduce."""
     from ..units import format_time
 
     flags = f"--store {store_path}"
     common = _command_flags(study, store_path)
-    missing, optional = [], []
+    missing, optional = [], []          # (what, command)
     for ds in PAPER_DATASETS:
         if ds not in study.datasets:
-            missing.append(f"No {F.DATASET_NAMES[ds]} runs in this study: run `ctfrpu data fetch` and "
-                           f"`ctfrpu reproduce --profile quick {flags}` (or --profile full on a cluster).")
+            missing.append((f"No {F.DATASET_NAMES[ds]} runs in this study",
+                            f"ctfrpu data fetch && ctfrpu reproduce --profile quick {flags}"))
     for ds in study.datasets:
         name = F.DATASET_NAMES.get(ds, ds)
         rows = [r for r in study.runs if r.dataset == ds]
         if not any(r.arm == "fp" for r in rows):
-            missing.append(f"{name}: no FP baseline: `ctfrpu ablation --dataset {ds} --arms fp --no-stats {common}`.")
+            missing.append((f"{name}: no FP baseline", f"ctfrpu ablation --dataset {ds} --arms fp --no-stats {common}"))
         analog = [r for r in rows if r.arm in ("ctf", "ctf_comp")]
         ns = sorted({r.n for r in analog})
         gaps = sorted({r.gap for r in analog})
         if analog and (len(gaps) < 2 or not any(n < 500 for n in ns) or _n_near_1000(ns) is None):
-            missing.append(f"{name}: the CTF grid has N = {ns} and {len(gaps)} gap(s); "
-                           "findings (i)/(ii) need N ~ 1000, N < 500 and >= 2 gaps: "
-                           f"`ctfrpu reproduce --profile quick {flags}`.")
+            missing.append((f"{name}: the CTF grid has N = {ns} and {len(gaps)} gap(s); findings (i)/(ii) need "
+                            "N ~ 1000, N < 500 and >= 2 gaps", f"ctfrpu reproduce --profile quick {flags}"))
         if not analog:
-            missing.append(f"{name}: no CTF grid runs: `ctfrpu reproduce --profile quick {flags}`.")
+            missing.append((f"{name}: no CTF grid runs", f"ctfrpu reproduce --profile quick {flags}"))
         design = ablation_design(study, ds)
         if design is None:
-            optional.append(f"{name}: no ablation arms (finding (iii)): `ctfrpu ablation --dataset {ds} "
-                            f"--pulses 1000 --gap 1us {common}`.")
+            optional.append((f"{name}: no ablation arms (finding (iii))",
+                             f"ctfrpu ablation --dataset {ds} --pulses 1000 --gap 1us {common}"))
         else:
             n, gap = design
             have = {r.arm for r in rows if r.arm == "fp" or (r.n == n and r.gap == gap)}
             lack = [a for a in ARM_ORDER if a not in have]
             if lack:
-                missing.append(f"{name}: ablation at N = {n}, t_gap {F.gap_label(gap)} lacks arm(s) "
-                               f"{', '.join(lack)}: `ctfrpu ablation --dataset {ds} --pulses {n} --gap {format_time(gap)} "
-                               f"--arms {','.join(lack)} {common}`.")
+                missing.append((f"{name}: ablation at N = {n}, t_gap {F.gap_label(gap)} lacks arm(s) {', '.join(lack)}",
+                                f"ctfrpu ablation --dataset {ds} --pulses {n} --gap {format_time(gap)} "
+                                f"--arms {','.join(lack)} {common}"))
             if not any(st["dataset"] == ds for st in study.stats):
-                optional.append(f"{name}: no update statistics (bias/noise per arm): `ctfrpu ablation --dataset {ds} "
-                                f"--pulses {n} --gap {format_time(gap)} {common}` (finished arms are not rerun).")
-    return missing, optional
+                optional.append((f"{name}: no update statistics (bias/noise per arm)",
+                                 f"ctfrpu ablation --dataset {ds} --pulses {n} --gap {format_time(gap)} {common}"))
+    if study.profile:
+        rerun = f"ctfrpu reproduce --profile {study.profile} {flags}"
+        return ([f"{w} (this study is profile '{study.profile}', not finished yet): `{rerun}` continues it "
+                 "(finished runs are skipped)." for w, _ in missing],
+                [f"{w}: not part of profile '{study.profile}'." for w, _ in optional])
+    return [f"{w}: `{c}`." for w, c in missing], [f"{w}: `{c}` (finished arms are not rerun)." if "statistics" in w
+                                                  else f"{w}: `{c}`." for w, c in optional]
 
 
 def final_table(study: Study) -> tuple[list[str], list[list[Any]]]:
@@ -330,6 +337,21 @@ def _diverged_section(store) -> str:
             "verdicts.</p>" + _table(["run", "dataset", "device", "lr", "why"], rows))
 
 
+def _preset_note(device, params_file) -> str:
+    """Which of OUR presets the runs use (by parameter values), or the overrides of the illustrative one."""
+    from ..config import params_path
+    from ..devices import build_device
+
+    for name in ("ctf_paper",):
+        try:
+            if build_device("ctf", f"preset:{name}") == device:
+                return (f"Its parameters are OUR paper-consistent candidate preset (preset:{name}, "
+                        "docs/science.md §9; file " + _esc(params_path(f"preset:{name}").name) + ")")
+        except CtfrpuError:
+            pass
+    return "Its parameters are an illustrative preset" + _override_note(device, params_file)
+
+
 def _override_note(device, params_file) -> str:
     """' overridden by ... (name = value, ...)' naming the parameters that differ from our preset."""
     from dataclasses import fields
@@ -356,8 +378,7 @@ def _device_section(w: _Writer, study: Study | None) -> str:
     parts = ["<h2>Device trends (our CTF model)</h2>",
              '<p class="ours">The CTF device is OUR reconstruction of the program-time non-ideality described in the '
              "device paper's abstract (arXiv:2307.06088): fragmentation loss, a cliff below ~2 µs, recovery at small "
-             "gaps. Its parameters are an illustrative preset" + _override_note(device, params_file)
-             + ", not measured data.</p>"]
+             "gaps. " + _preset_note(device, params_file) + ", not measured data.</p>"]
     try:
         from ..experiments import device_response as DR
 
@@ -375,13 +396,15 @@ def _device_section(w: _Writer, study: Study | None) -> str:
         gaps = sorted({r.gap for r in analog}) or [1e-7, 1e-6, 1e-5, 1e-4]
         t_on = analog[0].t_on if analog and analog[0].t_on else 5e-3
         lr = float(study.settings["lr"] or 0.01)
-        parts.append(w.figure(F.efficiency_figure(device, t_on, ns, gaps, lr),
-                              "program_efficiency", "Program efficiency r of the training designs (our model)"))
-        parts.append(_gap_note(device, t_on, ns, gaps, lr))
+        timing = (analog[0].config.get("update", {}).get("timing") or "slot") if analog else "slot"
+        parts.append(w.figure(F.efficiency_figure(device, t_on, ns, gaps, lr, timing),
+                              "program_efficiency", "Program efficiency r of the training designs (our model, "
+                              f"{timing} timing, first-epoch lr)"))
+        parts.append(_gap_note(device, t_on, ns, gaps, lr, timing))
     return "\n".join(parts)
 
 
-def _gap_note(device, t_on: float, ns, gaps, lr: float) -> str:
+def _gap_note(device, t_on: float, ns, gaps, lr: float, timing: str = "slot") -> str:
     """How much t_gap changes the mean update in our model, at the typical and the largest |x d|."""
     from ..design.compensation import U_TYP, base_probability, efficiency
     from ..devices import PulseTrain
@@ -395,17 +418,23 @@ def _gap_note(device, t_on: float, ns, gaps, lr: float) -> str:
             rs = []
             for gap in gaps:
                 tr = PulseTrain.from_on_time(int(n), t_on, gap)
-                rs.append(float(efficiency(device, tr, min(1.0, base_probability(device, tr, lr, u)))))
+                rs.append(float(efficiency(device, tr, min(1.0, base_probability(device, tr, lr, u)), timing=timing)))
             d = max(rs) - min(rs)
             if d >= worst[0]:
                 worst = (d, n)
         spread[u] = worst
     (d_typ, n_typ), (d_max, n_max) = spread[U_TYP], spread[1.0]
-    return (f"<p>In our model t_gap acts only through the enhancement e carried between a cell's pulses in "
-            f"nearby slots, i.e. through the coincidence probability P. Over the runs' gaps the program efficiency r "
+    how = {"slot": "t_gap acts only through the enhancement e carried between a cell's pulses in nearby slots, i.e. "
+                   "through the coincidence probability P",
+           "burst": "a cell's coincidences are applied back to back, t_gap apart (burst timing), so t_gap sets how much "
+                    "enhancement each pulse inherits",
+           "train": "every coincidence gets the per-pulse mean change of a fully-ON train of the design (train timing), "
+                    "so t_gap acts through the enhancement carried from pulse to pulse of that train"}.get(timing, "")
+    verdict = ("at these coincidence probabilities the gap hardly changes the mean update" if d_max < 0.01 else
+               "the gap changes the mean update by this much before any compensation")
+    return (f"<p>In our model ({timing} timing, docs/science.md §8) {how}. Over the runs' gaps the program efficiency r "
             f"changes by at most {d_typ:.3f} at the typical |x d| = {U_TYP:g} (N = {n_typ}) and by {d_max:.3f} at the "
-            f"largest |x d| = 1 (N = {n_max}), at lr = {lr:g}: at these coincidence probabilities the gap hardly "
-            "changes the mean update.</p>")
+            f"largest |x d| = 1 (N = {n_max}), at lr = {lr:g}: {verdict}.</p>")
 
 
 def _factorial_section(w: _Writer, study: Study, p: str) -> list[str]:

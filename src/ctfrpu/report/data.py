@@ -36,6 +36,8 @@ class RunRow:
     n_test: int
     t_on: float
     config: dict[str, Any] = field(repr=False)
+    sweep: str | None = None
+    """the sweep label the run was recorded under (e.g. 'reproduce-paper')."""
     bias_pulses: int | None = None
     """N_b of a 2x2 factorial-arm run (``update.mode = 'factorial'``), else None."""
 
@@ -48,6 +50,12 @@ class Study:
     runs: list[RunRow] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)
     """update-statistics records (``final`` dicts with ``dataset`` added)."""
+
+    @property
+    def profile(self) -> str | None:
+        """The `reproduce` profile most of the runs came from (their sweep label), if any."""
+        names = [r.sweep[len("reproduce-"):] for r in self.runs if r.sweep and r.sweep.startswith("reproduce-")]
+        return max(set(names), key=names.count) if names else None
 
     @property
     def datasets(self) -> list[str]:
@@ -116,7 +124,7 @@ def load_studies(store) -> list[Study]:
                      comp=cfg.get("compensation", {}).get("kind", "none"),
                      n=int(pulses.get("n", 0)), gap=float(pulses.get("gap", 0.0)), seed=int(cfg.get("seed", 0)),
                      accuracy=float(acc), curve=curve, n_test=n_test, t_on=float(pulses.get("t_on", 0.0)),
-                     config=cfg, bias_pulses=cfg.get("update", {}).get("bias_pulses")
+                     config=cfg, sweep=rec.sweep, bias_pulses=cfg.get("update", {}).get("bias_pulses")
                      if cfg.get("update", {}).get("mode") == "factorial" else None)
         st = study_for(cfg)
         row.study = st.key

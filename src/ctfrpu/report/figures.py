@@ -272,7 +272,7 @@ def ablation_stats(stats: list[dict[str, Any]], design: tuple[int, float] | None
     return fig
 
 
-def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr: float):
+def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr: float, timing: str = "slot"):
     """Program efficiency r of the training designs (typical coincidence probability), and the
     compensation gain 1/r -- our model."""
     from ..design.compensation import U_TYP, base_probability, efficiency
@@ -288,7 +288,7 @@ def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr:
         groups: list[tuple[np.ndarray, str, list[str], int]] = []
         for u, ls, what in ((U_TYP, "-", "typical"), (1.0, ":", "largest")):
             for i, gap in enumerate(gaps):
-                r = np.array([float(efficiency(device, tr, min(1.0, base_probability(device, tr, lr, u))))
+                r = np.array([float(efficiency(device, tr, min(1.0, base_probability(device, tr, lr, u)), timing=timing))
                               for tr in (PulseTrain.from_on_time(int(n), t_on, gap) for n in ns_f)])
                 name = f"t_gap {gap_label(gap)}, {what} |x d| = {u:g}"
                 for curve, _, members, _ in groups:
@@ -308,7 +308,8 @@ def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr:
         ax.set_ylabel("program efficiency r = E[dW] / SGD (ratio)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7.5, loc="lower left")
-        ax.set_title("Mean update / SGD update of the training designs")
+        ax.set_title("Mean update / SGD update of the training designs"
+                     + ("" if timing == "slot" else f" ({timing} timing)"))
         fig.text(0.5, -0.02, f"Our CTF model at the window centre; lr = {lr:g}; coincidence probability P = lr |x d| / "
                  "(N dw_min).\nOur compensation multiplies A*B by 1/r at the typical |x d|. Grey lines: the N of the runs.", ha="center", va="top", fontsize=8, color="0.3")
         fig.tight_layout()
