@@ -112,3 +112,17 @@ def test_trains_end_to_end_from_the_cli(cli_env):
     assert res.returncode == 0, res.stderr[-1500:]
     out = json.loads(res.stdout)
     assert out["final"]["test_accuracy"] > 0.15        # 10 classes: learning, not chance
+
+
+def test_device_params_cli_knows_every_registered_kind(cli_env):
+    import subprocess
+    import sys
+
+    from ctfrpu.devices import DEVICES
+
+    for kind, cls in DEVICES.items():
+        r = subprocess.run([sys.executable, "-m", "ctfrpu.cli.main", "device", "params", "--device", kind],
+                           capture_output=True, text=True, env=cli_env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[0].startswith(cls.title)
+        assert "derived:" in r.stdout.splitlines()[-1]

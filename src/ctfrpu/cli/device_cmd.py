@@ -199,36 +199,34 @@ def field_docs(cls) -> dict[str, str]:
 
 
 @device_group.command("params")
-@click.option("--device", "kind", default="ctf", show_default=True, metavar="ctf|ideal", help="Device kind: ctf or ideal.")
+@click.option("--device", "kind", default="ctf", show_default=True, metavar="KIND",
+              help="Device kind: a registered kind (ctf, ideal, softbounds, or one added by register_device).")
 @_params_opt
 def params_cmd(kind, params_file) -> None:
     """Print a device's parameters with their meaning and units (defaults, or from --device-params)."""
-    from ..devices.ctf import TIME_FIELDS
     from ..devices.registry import build_device, device_class
 
     cls = device_class(kind)
     dev = build_device(kind, params_file or None)
     docs = field_docs(cls)
-    if kind == "ctf":
-        src = f"from {params_file}" if params_file else "our illustrative preset, not measured data"
-        click.echo(f"CTF device parameters ({src}). {_OURS}")
-    else:
-        click.echo("Ideal (program-time-conserving) device parameters" + (f" from {params_file}" if params_file else ""))
+    times = getattr(cls, "time_fields", ())
+    src = f"from {params_file}" if params_file else "defaults"
+    click.echo(f"{getattr(cls, 'title', cls.__name__)} ({src}).")
     fields = [f for f in dataclasses.fields(cls) if f.init]
     width = max(len(f.name) for f in fields)
     for f in fields:
         v = getattr(dev, f.name)
         if isinstance(v, bool):
             shown = "true" if v else "false"
-        elif f.name in TIME_FIELDS and kind == "ctf":
+        elif f.name in times:
             shown = f"{format_time(v)} ({v:g} s)"
         else:
             shown = f"{v:g}"
         doc = docs.get(f.name, "")
         click.echo(f"  {f.name:<{width}} = {shown:<22s} {doc}")
-    if kind == "ctf":
-        click.echo(f"  derived: nominal rate kappa_p (1 + a_p) / v_unit = {dev.kappa_p * (1 + dev.a_p) / dev.v_unit:g} /s "
-                   f"of ON time; dw_min at pw = 5us: {dev.nominal_dw(5e-6):g}")
+    line = dev.summary() if hasattr(dev, "summary") else ""
+    if line:
+        click.echo(f"  {line}")
 
 
 # -- synth ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numba
@@ -24,7 +25,7 @@ PRESET_NAME = "ctf_illustrative"
 """Name of OUR illustrative preset (``src/ctfrpu/presets/ctf_illustrative.toml``): the
 :class:`CTFDevice` defaults are equal to it (a test checks this)."""
 
-TIME_FIELDS = ("tau_on_p", "t_d_p", "tau_on_e", "t_d_e", "tau_off")
+TIME_FIELDS = ("tau_on_p", "t_d_p", "tau_on_e", "t_d_e", "tau_off")  # CTFDevice.time_fields
 """CTFDevice fields that are times: parameter files and ``--fix`` accept '2us', '500ns', '1ms'."""
 
 
@@ -257,6 +258,17 @@ class CTFDevice:
         kappa, lin, aq, c = self.pulse_constants(train.pw, sign)
         lin, aq = tables.fold(lin, aq, 0 if sign > 0 else 1)
         return kappa * lin / self.v_unit, kappa * aq / self.v_unit, c, tables.d_gap, tables.d_t, float(self.dv_std)
+
+    title: ClassVar[str] = ("CTF device parameters -- OUR reconstruction of the program-time model (docs/science.md §4); "
+                            "its defaults are our illustrative preset, not measured data")
+    """How `ctfrpu device params` names this device's parameter set."""
+    time_fields: ClassVar[tuple[str, ...]] = TIME_FIELDS
+    """Parameters that are times in seconds (shown with a unit)."""
+
+    def summary(self) -> str:
+        """One line of derived quantities for `ctfrpu device params` ('' if none)."""
+        return (f"derived: nominal rate kappa_p (1 + a_p) / v_unit = {self.kappa_p * (1 + self.a_p) / self.v_unit:g} /s "
+                f"of ON time; dw_min at pw = 5us: {self.nominal_dw(5e-6):g}")
 
     def nominal_dw(self, pw: float) -> float:
         """Program-time-conserving weight step of one pulse (long-pulse limit, s = 1): the ideal

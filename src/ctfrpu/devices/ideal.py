@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numba
 import numpy as np
@@ -85,6 +86,15 @@ class IdealDevice:
             raise CtfrpuError(f"ideal device: need w_min < 0 < w_max, got {self.w_min}, {self.w_max}")
 
     # -- interface --------------------------------------------------------------------------
+
+    title: ClassVar[str] = 'Ideal (program-time-conserving) device parameters'
+    """How `ctfrpu device params` names this device's parameter set."""
+    time_fields: ClassVar[tuple[str, ...]] = ()
+    """Parameters that are times in seconds (shown with a unit)."""
+
+    def summary(self) -> str:
+        """One line of derived quantities for `ctfrpu device params` ('' if none)."""
+        return f"derived: dw_min at pw = 5us: {self.nominal_dw(5e-6):g}"
 
     def nominal_dw(self, pw: float) -> float:
         """Weight step of one pulse of width pw for the nominal cell (= dw_min)."""

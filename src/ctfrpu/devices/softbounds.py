@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numba
 import numpy as np
@@ -61,6 +62,15 @@ class SoftBoundsDevice:
         validate_fields(self, positive=("rate",), nonneg=("dw_min_dtod", "dw_min_std"))
         if not self.w_min < 0 < self.w_max:
             raise CtfrpuError(f"softbounds device: need w_min < 0 < w_max, got {self.w_min}, {self.w_max}")
+
+    title: ClassVar[str] = 'Soft-bounds device parameters (aihwkit SoftBoundsDevice)'
+    """How `ctfrpu device params` names this device's parameter set."""
+    time_fields: ClassVar[tuple[str, ...]] = ()
+    """Parameters that are times in seconds (shown with a unit)."""
+
+    def summary(self) -> str:
+        """One line of derived quantities for `ctfrpu device params` ('' if none)."""
+        return f"derived: dw_min at pw = 5us: {self.nominal_dw(5e-6):g}"
 
     def nominal_dw(self, pw: float) -> float:
         """Step of one pulse of width pw at w = 0 for the nominal cell (= dw_min)."""
