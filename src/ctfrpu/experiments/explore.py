@@ -25,6 +25,7 @@ this mechanism (the per-update error is what training integrates).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import asdict, dataclass
 
@@ -71,7 +72,7 @@ class MapPoint:
 def device_for(base: CTFDevice, coarseness: float, tau_on: float, tau_off: float, t_on: float) -> CTFDevice:
     """``base`` with tau_on (both polarities), tau_off and v_unit set so that a fully-ON train of
     ON time t_on moves the weight by ``coarseness`` (long-pulse limit)."""
-    params = {f.name: getattr(base, f.name) for f in base.__dataclass_fields__.values() if f.init}
+    params = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
     params.update(tau_on_p=tau_on, tau_on_e=tau_on, tau_off=tau_off,
                   v_unit=base.kappa_p * (1.0 + base.a_p) * t_on / coarseness)
     return CTFDevice(**params)
