@@ -130,7 +130,7 @@ def grid_configs(profile: Profile, device_params: dict[str, Any] | None = None,
     """The study grid: per dataset FP per seed, the CTF full model at every (N, t_gap,
     compensation, seed) and the 2 x 2 factorial ablation; then the single-factor ablation arms --
     deduplicated by config hash (the ablation reuses grid runs). Seeds vary fastest, so a sweep
-    that stops early leaves complete paired cells."""
+    that stops early leaves complete paired cells; per dataset the extreme N come first."""
     out: list[RunConfig] = []
     seen: set[str] = set()
 
@@ -145,17 +145,26 @@ def grid_configs(profile: Profile, device_params: dict[str, Any] | None = None,
         base = merge(profile.base(ds), {"device": dev})
         for seed in profile.seeds:
             add(validate(dict(arm_config(base, "fp"), seed=seed)))
-        for n in profile.ns:
-            for gap in profile.gaps:
-                b = merge(base, {"pulses": {"n": n, "gap": gap}})
-                for comp in profile.comps:
-                    cfg = arm_config(b, "ctf_comp" if comp == "gain" else "ctf")
-                    for seed in profile.seeds:
-                        add(validate(dict(cfg, seed=seed)))
+
+        def design(ns, comps) -> None:
+            for comp in comps:
+                for n in ns:
+                    for gap in profile.gaps:
+                        cfg = arm_config(merge(base, {"pulses": {"n": n, "gap": gap}}),
+                                         "ctf_comp" if comp == "gain" else "ctf")
+                        for seed in profile.seeds:
+                            add(validate(dict(cfg, seed=seed)))
+
+        # What the verdicts compare comes first, so a sweep stopped early can already decide:
+        # the smallest and the largest N (compensated design first), then the factorial, then the rest.
+        ends = [n for n in profile.ns if n in (min(profile.ns), max(profile.ns))]
+        comps = sorted(profile.comps, key=lambda c: c != "gain")
+        design(ends, comps)
         if profile.factorial and ds in profile.factorial_datasets:
             n_small, n_large, gap = profile.factorial
             for cfg in factorial_configs(merge(base, {"pulses": {"gap": gap}}), n_small, n_large, profile.seeds):
                 add(cfg)
+        design([n for n in profile.ns if n not in ends], comps)
     for ds in profile.datasets:
         base = merge(profile.base(ds), {"device": dev})
         if ds in profile.ablation_datasets:
