@@ -14,7 +14,7 @@ from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
 from ctfrpu.errors import CtfrpuError
 from ctfrpu.experiments.ablation import (ARM_ORDER, ablation_configs, arm_config, classify, ideal_params_for,
                                          measure_arms, stats_hash)
-from ctfrpu.experiments.reproduce import (PROFILES, check_datasets, get_profile, grid_configs, sweep_doc,
+from ctfrpu.pipeline.reproduce import (PROFILES, check_datasets, get_profile, grid_configs, sweep_doc,
                                           write_sweep_file)
 from ctfrpu.experiments.update_stats import LayerPairs, measure
 from ctfrpu.store import Store

@@ -7,8 +7,8 @@ import pytest
 
 from ctfrpu.cli.main import main
 from ctfrpu.devices import CTFDevice
-from ctfrpu.experiments.device_response import noise_free
-from ctfrpu.experiments.device_trace import trace
+from ctfrpu.lab.response import noise_free
+from ctfrpu.lab.trace import trace
 
 
 def run(capsys, *argv):

@@ -16,7 +16,7 @@ from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain, build_device
 from ctfrpu.devices.ctf import PRESET_NAME, TIME_FIELDS, preset_path, pulse_math
 from ctfrpu.devices.ctf_fast import apply_pulses_fast, train_dvt
 from ctfrpu.errors import CtfrpuError
-from ctfrpu.experiments.device_response import noise_free, response
+from ctfrpu.lab.response import noise_free, response
 
 QUIET = dict(kappa_dtod=0.0, window_dtod=0.0, dv_std=0.0)
 

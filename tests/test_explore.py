@@ -10,7 +10,7 @@ from ctfrpu.devices import CTFDevice, build_device
 from ctfrpu.devices.ctf import preset_path
 from ctfrpu.devices.trends import check_trends, require_trends
 from ctfrpu.errors import CtfrpuError
-from ctfrpu.experiments.explore import device_for, explore
+from ctfrpu.design.explore import device_for, explore
 
 from conftest import CTFRPU
 

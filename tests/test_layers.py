@@ -1,8 +1,9 @@
 """Architecture: data flows one way; a lower layer never imports a higher one.
 
-Ranks: shared leaves (errors, units, config, store, data) < kernels (device-independent sampling
-and bookkeeping) < devices (plug-ins: physics + their update kernels) < design < tile < nn <
-training < experiments, sweep < report < cli. The device physics in particular must import
+Ranks: shared leaves (errors, units, config, store, data, outfiles, plotting, arms) < kernels (device-independent sampling
+and bookkeeping) < devices (plug-ins: physics + their update kernels) < design, lab (device lab) < tile < nn <
+training < experiments, sweep < report < pipeline (reproduce: drives the sweep, the ablation and
+the report) < cli. Imports inside functions count too (ast.walk sees every import statement). The device physics in particular must import
 no torch layer, no training code and no dataset.
 """
 
@@ -12,30 +13,30 @@ from pathlib import Path
 import ctfrpu
 
 ROOT = Path(ctfrpu.__file__).parent
-RANK = {"errors": 0, "units": 0, "config": 0, "store": 0, "data": 0, "kernels": 1, "devices": 2, "presets": 2,
+RANK = {"errors": 0, "units": 0, "outfiles": 0, "plotting": 0, "arms": 0, "lab": 3, "pipeline": 9, "config": 0, "store": 0, "data": 0, "kernels": 1, "devices": 2, "presets": 2,
         "design": 3, "tile": 4, "nn": 5, "training": 6, "experiments": 7, "sweep": 7,
-        "sweeps": 7, "report": 8, "cli": 9, "__init__": 0}
+        "sweeps": 7, "report": 8, "cli": 10, "__init__": 0}
 
 
-# The reproduction pipeline sits on top of the report it builds.
-SPECIAL = {"experiments.reproduce": 8.5}
+def _rank(module: str) -> int:
+    return RANK[module.split(".")[0]]
 
 
-def _rank(module: str) -> float:
-    return SPECIAL.get(module, RANK.get(module.split(".")[0], 0))
+def _is_module(name: str) -> bool:
+    return (ROOT / f"{name}.py").exists() or (ROOT / name / "__init__.py").exists()
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, text: str | None = None) -> set[str]:
     rel = path.relative_to(ROOT).with_suffix("")
     package = list(rel.parts[:-1])
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text() if text is None else text)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
-                if not target:  # "from .. import x" at the top level
-                    found.update(a.name for a in node.names)
+                if not target:  # "from .. import x" at the top level: a module, or a name of __init__
+                    found.update(a.name if _is_module(a.name) else "__init__" for a in node.names)
                 else:
                     found.add(target)
             elif node.module and node.module.startswith("ctfrpu."):
@@ -59,3 +60,17 @@ def test_device_physics_imports_no_torch_or_data():
     for path in (ROOT / "devices").rglob("*.py"):
         text = path.read_text()
         assert "import torch" not in text and "ctfrpu.data" not in text, path
+
+
+def test_every_top_level_module_has_a_rank():
+    """A new package must be placed in the layering on purpose, not default to the bottom."""
+    tops = {p.relative_to(ROOT).parts[0].removesuffix(".py") for p in ROOT.rglob("*.py")}
+    assert tops <= set(RANK), sorted(tops - set(RANK))
+
+
+def test_function_level_imports_are_seen():
+    """The checker must see an import hidden inside a function, or it would pass vacuously."""
+    probe = ROOT / "kernels" / "probe.py"  # never written: the source is passed as text
+    found = _imports(probe, "def f():\n    from ..report import build_report\n    from .. import __version__\n")
+    assert found == {"report", "__init__"}
+    assert _rank("report") > _rank("kernels")

@@ -8,7 +8,7 @@ from ctfrpu.config import RunConfig, params_path, validate
 from ctfrpu.devices import build_device
 from ctfrpu.errors import CtfrpuError
 from ctfrpu.experiments.ablation import factorial_cell
-from ctfrpu.experiments.reproduce import get_profile, grid_configs
+from ctfrpu.pipeline.reproduce import get_profile, grid_configs
 
 
 def test_lr_decay_default_keeps_hash_and_schedule():

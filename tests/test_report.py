@@ -210,7 +210,7 @@ def test_report_cli_errors(tmp_path, cli_env):
 @pytest.mark.slow
 def test_tiny_real_reproduce_and_report(tmp_path):
     """The smoke profile (synthetic data, tiny MLP) through the in-process runner, then resumed."""
-    from ctfrpu.experiments.reproduce import reproduce
+    from ctfrpu.pipeline.reproduce import reproduce
 
     store = Store(tmp_path / "r.db")
     logs: list[str] = []

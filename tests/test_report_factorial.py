@@ -87,7 +87,7 @@ def test_report_has_factorial_tables_and_figure(tmp_path):
 
 @pytest.mark.slow
 def test_report_map_section_outlines_the_preset(tmp_path):
-    from ctfrpu.experiments.explore import map_for
+    from ctfrpu.design.explore import map_for
 
     points, mark = map_for("preset:ctf_paper")
     assert mark == (5.0, 3e-05, 2e-05)

@@ -128,7 +128,7 @@ def response_cmd(t_on, gaps, pw_min, pw_max, points, params_file, out) -> None:
     Writes device_response.csv (pw_s, n_pulses, gap_s, dvt_V, ideal_dvt_V, ratio; after '#' comment
     lines) and device_response.png/.svg. Our CTF model, not measured data.
     """
-    from ..experiments import device_response as dr
+    from ..lab import response as dr
 
     dev = _ctf(params_file)
     t_on_s = _time(t_on, "--t-on")
@@ -166,7 +166,7 @@ def trace_cmd(pulses, pw, gap, erase, vt0, e0, samples, params_file, out) -> Non
     (t_s, vt_V, e, pulse, on; after '#' comment lines) and device_trace.png/.svg. Our CTF model, not
     measured data.
     """
-    from ..experiments import device_trace as dt
+    from ..lab import trace as dt
 
     dev = _ctf(params_file)
     tr, paths = dt.run(dev, out, source=_source(params_file), n=_int(pulses, "--pulses", 1), pw=_time(pw, "--pw"),
@@ -327,7 +327,7 @@ def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase, force) -> None
                    "is underestimated; uncertainties are then too small")
     written = [write_params(res, out_path, str(data), mirror_erase=not no_mirror_erase)]
     if plot:
-        from ..experiments.device_fit import plot_fit
+        from ..lab.fit_plot import plot_fit
 
         written += plot_fit(m, res, plot)
     _echo_written(written)

@@ -40,7 +40,7 @@ def explore_cmd(out_dir, params_file, timings, coarseness, tau_on, tau_off, comp
     from ..devices import build_device
     from ..devices.timing import TIMINGS
     from ..devices.trends import require_trends
-    from ..experiments.explore import explore, write_map
+    from ..design.explore import explore, write_map
 
     base = build_device("ctf", params_file, {})
     require_trends(base, params_file or "the illustrative preset")

@@ -88,7 +88,7 @@ def report(store_path, out_dir, force, map_params) -> None:
 
     points = mark = None
     if map_params:
-        from ..experiments.explore import map_for
+        from ..design.explore import map_for
 
         points, mark = map_for(map_params)
     with Store(path, create=False) as st:
@@ -191,7 +191,7 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
     """
     from ..config import merge
     from ..experiments.ablation import ARM_ORDER, ablation_configs, measure_arms
-    from ..experiments.reproduce import check_datasets, run_configs
+    from ..pipeline.reproduce import check_datasets, run_configs
 
     arm_list = list(ARM_ORDER) if arms.strip() == "all" else _list(arms, "--arms", str)
     bad = [a for a in arm_list if a not in ARM_ORDER]
@@ -262,7 +262,7 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
     (--scheduler). Rerunning continues where it stopped (finished config hashes are skipped).
     MNIST and Fashion-MNIST must be fetched first (`ctfrpu data fetch`).
     """
-    from ..experiments.reproduce import reproduce as run
+    from ..pipeline.reproduce import reproduce as run
 
     if workers is not None and scheduler:
         raise CtfrpuError("--workers sizes the local cluster; it cannot be used with --scheduler")

@@ -27,7 +27,8 @@ import numpy as np
 from .. import __version__
 from ..data.registry import PAPER_DATASETS
 from ..errors import CtfrpuError
-from ..experiments.ablation import ARM_ORDER, ARMS
+from ..plotting import save_figure, time_label, write_csv
+from ..arms import ARM_ORDER, ARMS
 from . import figures as F
 from . import verdict as V
 from .data import Study, load_studies
@@ -64,17 +65,7 @@ class _Writer:
         self.files: list[Path] = []
 
     def figure(self, fig, stem: str, alt: str) -> str:
-        from ..outfiles import atomic_path
-
-        plt = F.pyplot()
-        png, svg = self.fig_dir / f"{stem}.png", self.fig_dir / f"{stem}.svg"
-        try:
-            with atomic_path(png) as tmp:
-                fig.savefig(tmp, dpi=130, bbox_inches="tight", pad_inches=0.1, format="png")
-            with atomic_path(svg) as tmp:
-                fig.savefig(tmp, bbox_inches="tight", pad_inches=0.1, format="svg")
-        finally:
-            plt.close(fig)
+        png, svg = save_figure(fig, self.fig_dir / stem, dpi=130)
         self.files += [png, svg]
         b64 = base64.b64encode(png.read_bytes()).decode()
         return (f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
@@ -82,19 +73,7 @@ class _Writer:
                 f'<a href="figures/{stem}.png">PNG</a>)</figcaption></figure>')
 
     def csv(self, name: str, header: list[str], rows: list[list[Any]], comment: str = "") -> str:
-        import csv
-
-        from ..outfiles import atomic_path
-
-        path = self.tab_dir / f"{name}.csv"
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-            if comment:
-                fh.write(f"# {comment}\n")
-            w = csv.writer(fh)
-            w.writerow(header)
-            for r in rows:
-                w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
-        self.files.append(path)
+        self.files.append(write_csv(self.tab_dir / f"{name}.csv", header, rows, [comment] if comment else (), 6))
         return f'<a href="tables/{name}.csv">{name}.csv</a>'
 
 
@@ -188,10 +167,10 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
             n, gap = design
             arms = {a: V.cell_of(r for r in rows if r.arm == a and (a == "fp" or (r.n == n and r.gap == gap)))
                     for a in ARM_ORDER}
-            out.append(V.verdict_iii(arms, n_test, ds, f" (N = {n}, t_gap {F.gap_label(gap)})"))
+            out.append(V.verdict_iii(arms, n_test, ds, f" (N = {n}, t_gap {time_label(gap)})"))
         fd = factorial_design(rows)
         if fd is not None:
-            out.append(V.verdict_factorial(fd.arms, n_test, ds, f", t_gap {F.gap_label(fd.gap)}", fd.compensated,
+            out.append(V.verdict_factorial(fd.arms, n_test, ds, f", t_gap {time_label(fd.gap)}", fd.compensated,
                                            fd.sizes))
     return out
 
@@ -249,7 +228,7 @@ def missing_notes(study: Study, store_path: str) -> tuple[list[str], list[str]]:
             have = {r.arm for r in rows if r.arm == "fp" or (r.n == n and r.gap == gap)}
             lack = [a for a in ARM_ORDER if a not in have]
             if lack:
-                missing.append((f"{name}: ablation at N = {n}, t_gap {F.gap_label(gap)} lacks arm(s) {', '.join(lack)}",
+                missing.append((f"{name}: ablation at N = {n}, t_gap {time_label(gap)} lacks arm(s) {', '.join(lack)}",
                                 f"ctfrpu ablation --dataset {ds} --pulses {n} --gap {format_time(gap)} "
                                 f"--arms {','.join(lack)} {common}"))
             if not any(st["dataset"] == ds for st in study.stats):
@@ -380,7 +359,7 @@ def _device_section(w: _Writer, study: Study | None) -> str:
              "device paper's abstract (arXiv:2307.06088): fragmentation loss, a cliff below ~2 µs, recovery at small "
              "gaps. " + _preset_note(device, params_file) + ", not measured data.</p>"]
     try:
-        from ..experiments import device_response as DR
+        from ..lab import response as DR
 
         res = DR.response(device)
         parts.append(w.figure(DR.plot(res, "parameters of the runs"), "device_response",
@@ -466,7 +445,7 @@ def _factorial_section(w: _Writer, study: Study, p: str) -> list[str]:
                 eff_rows.append([ds, key, 100 * t.estimate.est, 100 * t.ci[0], 100 * t.ci[1], t.p, t.estimate.n,
                                  100 * t.mde])
     parts.append(_table(["dataset", "N_b (bias)", "N_σ (noise)", "t_gap", "seeds", "accuracy (%)"],
-                        [[_esc(F.DATASET_NAMES.get(r[0], r[0])), r[1], r[2], F.gap_label(r[3]), r[4],
+                        [[_esc(F.DATASET_NAMES.get(r[0], r[0])), r[1], r[2], time_label(r[3]), r[4],
                           f"{r[5]:.2f} ± {r[6]:.2f}" if r[6] != "" else f"{r[5]:.2f}"] for r in arm_rows]))
     if eff_rows:
         parts.append(_table(["dataset", "effect", "estimate (pp)", "95 % CI (pp)", "p (two-sided)", "paired seeds",
@@ -565,7 +544,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
                 sel = fp + [s for s in sel if s not in fp]
                 parts.append(w.figure(F.ablation_stats(sel, key), f"{p}update_stats_{ds}_{key[0]}",
                                       f"Bias and noise of single updates per arm ({F.DATASET_NAMES.get(ds, ds)}, "
-                                      f"N = {key[0]}, t_gap {F.gap_label(key[1])})"))
+                                      f"N = {key[0]}, t_gap {time_label(key[1])})"))
                 trows = []
                 for s in sorted(sel, key=lambda s: ARM_ORDER.index(s["arm"]) if s["arm"] in ARM_ORDER else 99):
                     for lay in s["layers"]:
@@ -583,7 +562,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     link = w.csv(f"{p}final_accuracy", header, rows, study.label)
     parts.append("<h3>Final test accuracies (mean ± sd over seeds)</h3>")
     trows = [[_esc(F.DATASET_NAMES.get(r[0], r[0])), f"<code>{_esc(r[1])}</code>", _esc(r[2]), _esc(r[3]), _esc(r[4]),
-              r[5] or "", F.gap_label(r[6]) if r[2] != "fp" else "", r[7],
+              r[5] or "", time_label(r[6]) if r[2] != "fp" else "", r[7],
               f"{r[8]:.2f} ± {r[9]:.2f}" if math.isfinite(r[9]) else f"{r[8]:.2f}"] for r in rows]
     parts.append(_table(["dataset", "arm", "device", "update", "comp.", "N", "t_gap", "n seeds", "accuracy (%)"], trows))
     parts.append(f"<p>Table: {link}</p>")
@@ -592,7 +571,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
 
 def _map_section(w: _Writer, points, mark) -> str:
     """The explore map (docs/science.md §9): where the paper's findings can hold, by prediction."""
-    from ..experiments.explore import map_figure
+    from ..design.explore import map_figure
 
     good = [p for p in points if p.promising]
     rows = [[p.timing, p.coarseness, p.tau_on, p.tau_off, p.compensation, p.large_n_better,
@@ -610,7 +589,7 @@ def _map_section(w: _Writer, points, mark) -> str:
              w.figure(map_figure(points, mark), "explore_map", f"{len(good)} of {len(points)} points meet both "
                       "necessary conditions" + ("; the outlined column is the preset of these runs" if mark else "")),
              _table(["timing", "W", "τ_on", "τ_off", "compensation"],
-                    [[_esc(p.timing), f"{p.coarseness:g}", F.gap_label(p.tau_on), F.gap_label(p.tau_off),
+                    [[_esc(p.timing), f"{p.coarseness:g}", time_label(p.tau_on), time_label(p.tau_off),
                       _esc(p.compensation)] for p in good]),
              f"<p>Table of all points: {link}</p>"]
     return "\n".join(parts)
@@ -619,7 +598,7 @@ def _map_section(w: _Writer, points, mark) -> str:
 def build_report(store, out: str | Path, store_label: str | None = None, force: bool = False,
                  explore_points=None, explore_mark: tuple[float, float, float] | None = None) -> Path:
     """Write the report for ``store`` (a :class:`ctfrpu.store.Store`) into ``out``; returns report.html.
-    ``explore_points`` (from :func:`ctfrpu.experiments.explore.explore`) adds the map section,
+    ``explore_points`` (from :func:`ctfrpu.design.explore.explore`) adds the map section,
     ``explore_mark`` outlines the preset's column in it.
 
     An existing ``out/report.html`` is overwritten only with ``force``; every file is written

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..experiments.ablation import STATS_SWEEP, classify
+from ..arms import STATS_SWEEP, classify
 
 TEST_SET_SIZE = {"mnist": 10000, "fashion": 10000, "synthetic": 500}
 

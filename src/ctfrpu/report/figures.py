@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..experiments.ablation import ARM_ORDER, ARMS
+from ..arms import ARM_ORDER, ARMS
 from ..data.registry import DATASETS
+from ..plotting import pyplot, time_label
 from .data import RunRow, Study, group
 
 STYLE = {
@@ -20,20 +21,6 @@ DATASET_NAMES = {d.name: d.title for d in DATASETS.values()}
 OURS = "CTF program-time model, compensation and ablation arms: OUR reconstruction (docs/science.md §4)."
 
 
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def gap_label(seconds: float) -> str:
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
-        if seconds >= scale or unit == "ns":
-            return f"{seconds / scale:g} {unit}" if seconds else "0"
-    return f"{seconds:g} s"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -88,7 +75,7 @@ def accuracy_vs_n(study: Study, datasets: list[str]):
                     off = 1.0 + 0.025 * (gi - (len(gaps) - 1) / 2) + (0.01 if arm == "ctf_comp" else 0.0)
                     ax.errorbar(np.array(xs) * off, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats],
                                 color=colors[gi], ls=ls, marker=mk, mfc="none" if arm == "ctf_comp" else colors[gi],
-                                capsize=3, label=f"t_gap {gap_label(gap)}" + (" + comp." if arm == "ctf_comp" else ""))
+                                capsize=3, label=f"t_gap {time_label(gap)}" + (" + comp." if arm == "ctf_comp" else ""))
             has_fp = _fp_line(ax, rows)
             ax.set_xscale("log")
             if ns:
@@ -96,7 +83,7 @@ def accuracy_vs_n(study: Study, datasets: list[str]):
                 ax.set_xticklabels([str(n) for n in ns])
                 ax.minorticks_off()
             t_on = {r.t_on for r in analog}
-            ax.set_xlabel("pulses per update train N" + (f"   (pw = {gap_label(t_on.pop() / 1)}/N)" if len(t_on) == 1 else ""))
+            ax.set_xlabel("pulses per update train N" + (f"   (pw = {time_label(t_on.pop() / 1)}/N)" if len(t_on) == 1 else ""))
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(DATASET_NAMES.get(ds, ds) + ("" if has_fp else "  [no FP baseline]"))
             if not (analog or has_fp):
@@ -142,7 +129,7 @@ def accuracy_vs_epoch(study: Study, datasets: list[str]):
                     ax.fill_between(ep, m - s, m + s, color=color, alpha=0.15, lw=0)
             ax.set_xlabel("epoch")
             ax.set_ylabel("test accuracy (%)")
-            ax.set_title(DATASET_NAMES.get(ds, ds) + (f", t_gap {gap_label(gap)}" if gap is not None else ""))
+            ax.set_title(DATASET_NAMES.get(ds, ds) + (f", t_gap {time_label(gap)}" if gap is not None else ""))
             if any(s[1] for s in series):
                 ax.xaxis.get_major_locator().set_params(integer=True)
         _figure_legend(fig, axes[0])
@@ -182,7 +169,7 @@ def ablation_accuracy(study: Study, datasets: list[str], design: dict[str, tuple
             ax.set_ylabel("test accuracy (%)" + (f"  [axis cut: starts at {lo:g} %]" if lo > 0 else ""))
             ttl = DATASET_NAMES.get(ds, ds)
             if n is not None:
-                ttl += f", N = {n}, t_gap {gap_label(gap)}"
+                ttl += f", N = {n}, t_gap {time_label(gap)}"
             ax.set_title(ttl)
         fig.text(0.5, -0.02, "Bars: mean ± sd over seeds; dots: single seeds. The accuracy axis does not start at 0 "
                  "where marked (bar heights are not proportional). Arms are OUR ablation design "
@@ -220,7 +207,7 @@ def factorial_figure(panels: list[tuple[str, tuple[int, int], float, dict[tuple[
             ax.set_xticklabels([f"noise of N_σ = {sizes[0]}", f"noise of N_σ = {sizes[1]}"])
             ax.set_xlim(-0.4, 1.4)
             ax.set_ylabel("test accuracy (%)  [axis cut to the data]")
-            ax.set_title(f"{DATASET_NAMES.get(ds, ds)}, t_gap {gap_label(gap)}")
+            ax.set_title(f"{DATASET_NAMES.get(ds, ds)}, t_gap {time_label(gap)}")
             ax.legend(loc="lower right")
         fig.text(0.5, -0.02, "OUR 2 x 2 ablation (docs/science.md §4.9): each arm has the mean update of design N_b and "
                  "the noise of design N_σ. Parallel lines: no interaction; the vertical rise is the noise effect, the "
@@ -267,7 +254,7 @@ def ablation_stats(stats: list[dict[str, Any]], design: tuple[int, float] | None
                    fontsize=8, frameon=False)
         first = stats[0]
         fig.text(0.5, -0.02, f"Monte Carlo over {first['pairs']} realistic (x, d) pairs x {first['reps']} repeats "
-                 f"from the same state (N = {design[0]}, t_gap {gap_label(design[1])}); 1e-4 = zero. "
+                 f"from the same state (N = {design[0]}, t_gap {time_label(design[1])}); 1e-4 = zero. "
                  "OUR instrument (ctfrpu.experiments.update_stats).", ha="center", va="top", fontsize=8, color="0.3")
     return fig
 
@@ -290,7 +277,7 @@ def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr:
             for i, gap in enumerate(gaps):
                 r = np.array([float(efficiency(device, tr, min(1.0, base_probability(device, tr, lr, u)), timing=timing))
                               for tr in (PulseTrain.from_on_time(int(n), t_on, gap) for n in ns_f)])
-                name = f"t_gap {gap_label(gap)}, {what} |x d| = {u:g}"
+                name = f"t_gap {time_label(gap)}, {what} |x d| = {u:g}"
                 for curve, _, members, _ in groups:
                     if np.max(np.abs(curve - r)) < 5e-3:
                         members.append(name)
@@ -304,7 +291,7 @@ def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr:
             ax.axvline(n, color="0.8", lw=0.8, zorder=0)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlabel(f"pulses per update train N   (pw = {gap_label(t_on)}/N)")
+        ax.set_xlabel(f"pulses per update train N   (pw = {time_label(t_on)}/N)")
         ax.set_ylabel("program efficiency r = E[dW] / SGD (ratio)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7.5, loc="lower left")

@@ -61,6 +61,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from ..plotting import time_label
 from . import stats as S
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
@@ -212,12 +213,6 @@ def _cells(by_gap: Mapping[float, Cell]) -> tuple[list[float], list[Cell]]:
     return gaps, [by_gap[g] for g in gaps]
 
 
-def _gap_label(g: float) -> str:
-    for unit, f in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
-        if g >= f:
-            return f"{g / f:g} {unit}"
-    return f"{g:g} s"
-
 
 # ----------------------------------------------------------------------------------- gap tests
 
@@ -259,9 +254,9 @@ class GapTests:
     def text(self) -> str:
         tr = self.trend
         g0, g1, wp = self.worst_pair
-        return (f"change over t_gap {_gap_label(self.gaps[0])}..{_gap_label(self.gaps[-1])} "
+        return (f"change over t_gap {time_label(self.gaps[0])}..{time_label(self.gaps[-1])} "
                 f"{100 * tr.estimate.est:+.2f} pp ({_ci(tr)}, p = {tr.p:.2g}, detectable at 80 %: "
-                f"{_pp(tr.mde)}); equivalence ±{_pp(GAP_MARGIN)}: worst pair {_gap_label(g0)} vs {_gap_label(g1)} "
+                f"{_pp(tr.mde)}); equivalence ±{_pp(GAP_MARGIN)}: worst pair {time_label(g0)} vs {time_label(g1)} "
                 f"{_ci(wp)} (provable margin at 80 %: {_pp(wp.mde)}) -> {self.status}"
                 + (f" (significant, but within ±{_pp(GAP_MARGIN)})" if self.dependent and self.insensitive else ""))
 
@@ -329,7 +324,7 @@ def verdict_i(fp: Cell, by_gap: Mapping[float, Cell], n_test: int | None, datase
     else:
         gap_out = S.VIOLATED if gt.violated else S.SHOWN if gt.insensitive else S.NOT_SHOWN
         g0, g1, wp = gt.worst_pair
-        gap_txt = (f"worst gap pair {_gap_label(g0)} vs {_gap_label(g1)} {_ci(wp)} vs ±{_pp(GAP_MARGIN)} "
+        gap_txt = (f"worst gap pair {time_label(g0)} vs {time_label(g1)} {_ci(wp)} vs ±{_pp(GAP_MARGIN)} "
                    f"(provable margin at 80 %: {_pp(wp.mde)})")
     trend_tests = {n: S.noninferiority(e, TREND_MARGIN) for n, e in trend_est.items()}
     if not small_ns:

@@ -129,13 +129,15 @@ _DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean", "str": "string
 
 
 def _units(columns) -> dict[str, str]:
-    from ..devices.ctf import TIME_FIELDS
+    from ..devices.registry import DEVICES
 
+    # Any device's time parameter is in seconds; the kinds come from the registry alone.
+    time_fields = {f for cls in DEVICES.values() for f in getattr(cls, "time_fields", ())}
     out = {}
     for c in columns:
         last = c.rsplit(".", 1)[-1]
         if c in ("pulses.gap", "pulses.t_on", "pulses.pw") or last == "seconds" or \
-                (c.startswith(("device.params.", "device.resolved.")) and last in TIME_FIELDS):
+                (c.startswith(("device.params.", "device.resolved.")) and last in time_fields):
             out[c] = "s"
         elif c.startswith(("device.params.", "device.resolved.")) and last in ("vt_min", "vt_max", "vt_ref", "v_unit"):
             out[c] = "V"

@@ -9,8 +9,7 @@ import numpy as np
 
 from ..devices.ctf_fast import train_dvt
 from ..devices.fit import UNITS, FitResult, Measurements, nominal
-from .device_plot import MARKERS, STYLE, pyplot, save_figure
-from .device_response import time_label
+from ..plotting import MARKERS, STYLE, pyplot, save_figure, time_label
 
 
 def _groups(m: Measurements):

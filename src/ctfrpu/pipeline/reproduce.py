@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from ..config import RunConfig, merge, validate
 from ..errors import CtfrpuError
-from .ablation import ARM_ORDER, ablation_configs, arm_config, factorial_configs, measure_arms
+from ..experiments.ablation import ARM_ORDER, ablation_configs, arm_config, factorial_configs, measure_arms
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def profile_map(profile: Profile, params_file: str | None = None):
     file = params_file or profile.params_file
     if not file:
         return None, None
-    from .explore import map_for
+    from ..design.explore import map_for
 
     return map_for(file)
 
@@ -308,7 +308,7 @@ class _LogStream:
 def run_label(cfg: RunConfig) -> str:
     """Short label of a run: dataset, arm, design, seed."""
     from ..units import format_time
-    from .ablation import classify
+    from ..experiments.ablation import classify
 
     arm = classify(cfg.to_dict()) or f"{cfg.device.kind}/{cfg.update.mode}/{cfg.compensation.kind}"
     design = "" if cfg.device.kind == "fp" else f" N={cfg.pulses.n} gap={format_time(cfg.pulses.gap)}"

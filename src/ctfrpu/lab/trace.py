@@ -17,8 +17,9 @@ import numpy as np
 
 from ..devices.ctf import CTFDevice, pulse_math
 from ..errors import CtfrpuError
-from .device_plot import STYLE, caption, out_dir, pyplot, save_figure, write_csv
-from .device_response import noise_free, time_label
+from ..outfiles import output_dir as out_dir
+from ..plotting import STYLE, caption, pyplot, save_figure, time_label, write_csv
+from .response import noise_free
 
 MAX_SAMPLES = 2_000_000
 CSV_COLUMNS = ("t_s", "vt_V", "e", "pulse", "on")

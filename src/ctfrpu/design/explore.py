@@ -31,9 +31,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..design.helper import _train, evaluate_design
+from .helper import _train, evaluate_design
 from ..devices import CTFDevice
 from ..errors import CtfrpuError
+from ..outfiles import output_dir
+from ..plotting import pyplot, save_figure, write_csv
 
 DEFAULT_TIMINGS = ("slot", "burst", "train")
 DEFAULT_COARSENESS = (1.0, 5.0)
@@ -115,9 +117,8 @@ def map_figure(points: list[MapPoint], mark: tuple[float, float, float] | None =
     """The map as a matplotlib Figure: rows (timing, compensation), columns (W, tau_on, tau_off);
     ``mark`` = (W, tau_on, tau_off) outlines a column (e.g. the chosen preset's)."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+    plt = pyplot()
     cols = sorted({(p.coarseness, p.tau_on, p.tau_off) for p in points})
     lines = sorted({(p.timing, p.compensation) for p in points})
     grid = np.zeros((len(lines), len(cols)))
@@ -144,30 +145,11 @@ def map_figure(points: list[MapPoint], mark: tuple[float, float, float] | None =
 
 
 def write_map(points: list[MapPoint], out_dir, mark: tuple[float, float, float] | None = None) -> list:
-    """``explore_map.csv`` and ``explore_map.png`` (+ .svg) into ``out_dir``; returns the paths."""
-    import csv
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """``explore_map.csv`` and ``explore_map.png`` (+ .svg) into ``out_dir``, atomically; returns the paths."""
+    out = output_dir(out_dir)
     rows = [p.row() for p in points]
-    csv_path = out / "explore_map.csv"
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(csv_path)
-    fig = map_figure(points, mark)
-    paths = [csv_path]
-    for ext in ("png", "svg"):
-        path = out / f"explore_map.{ext}"
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    csv_path = write_csv(out / "explore_map.csv", list(rows[0]), [list(r.values()) for r in rows])
+    return [csv_path, *save_figure(map_figure(points, mark), out / "explore_map", dpi=130)]
 
 
 def preset_point(device: CTFDevice, t_on: float = 5e-3) -> tuple[float, float, float]:

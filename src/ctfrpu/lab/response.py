@@ -24,8 +24,8 @@ from ..devices.ctf import CTFDevice
 from ..devices.ctf_fast import train_dvt
 from ..devices.pulses import MAX_PULSES, check_gaps, pw_grid  # noqa: F401 (re-exported)
 from ..errors import CtfrpuError
-from ..units import format_time
-from .device_plot import MARKERS, STYLE, caption, out_dir, pyplot, save_figure, write_csv
+from ..outfiles import output_dir as out_dir
+from ..plotting import MARKERS, STYLE, caption, pyplot, save_figure, time_label, write_csv
 
 DEFAULT_GAPS = (0.1e-6, 1e-6, 10e-6, 100e-6, 1e-3)
 """Refuse designs with more pulses than this in one train (t_on / pw_min): they would take minutes."""
@@ -74,16 +74,6 @@ def response(device: CTFDevice, t_on: float = 100e-6, gaps=DEFAULT_GAPS, pw_min:
     dvt, _ = train_dvt(dev, pw[None, :], n[None, :], gaps[:, None], 1.0)
     return Response(t_on=t_on, gaps=gaps, n=n, pw=pw, dvt=dvt, ideal=ideal_level(dev, t_on))
 
-
-def time_label(seconds: float) -> str:
-    """'1e-6' -> '1 µs' for legends."""
-    if seconds == 0:
-        return "0"
-    t = format_time(seconds)
-    for unit, nice in (("us", " µs"), ("ns", " ns"), ("ms", " ms")):
-        if t.endswith(unit):
-            return t[: -len(unit)] + nice
-    return t[:-1] + " s"
 
 
 def plot(res: Response, source: str):
