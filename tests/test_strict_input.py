@@ -152,3 +152,39 @@ def test_a_malformed_scheduler_address_fails_at_once(tmp_path, capsys):
     assert time.perf_counter() - t0 < 10  # the old code waited for a 40 s timeout
     assert check_scheduler_address("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"
     assert check_scheduler_address("localhost:8786") == "localhost:8786"
+
+
+def test_a_saturating_t_on_is_not_silent(tmp_path, capsys):
+    """--t-on 1e-300 s makes every update want more than a full train: the probabilities are clipped
+    to 1 (with update management). The run finishes but says so, once, on stderr."""
+    store = ["--store", str(tmp_path / "s.db")]
+    assert main(["train", *SMALL, *store, "--device", "ideal", "--pulses", "10", "--t-on", "1e-300s"]) == 0
+    err = capsys.readouterr().err
+    warn = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and "clipped to 1" in warn[0] and "pulses.t_on" in warn[0], err
+    # the default design saturates (almost) never: no warning
+    assert main(["train", *SMALL, *store, "--device", "ideal", "--pulses", "10"]) == 0
+    assert "clipped" not in capsys.readouterr().err
+
+
+def test_a_store_that_cannot_be_written_is_read_by_read_commands(tmp_path, capsys, monkeypatch):
+    """A store on a read-only mount: sqlite cannot open it read-write. Read commands open it
+    immutable and read-only; a command that writes gets a one-line error (no traceback)."""
+    import sqlite3 as real
+
+    db = tmp_path / "s.db"
+    assert main(["train", *SMALL, "--store", str(db)]) == 0
+    capsys.readouterr()
+    connect = real.connect
+
+    def read_only_mount(target, *a, uri=False, **kw):
+        if not uri:  # what sqlite says on a read-only file system
+            raise real.OperationalError("unable to open database file")
+        return connect(target, *a, uri=uri, **kw)
+
+    monkeypatch.setattr("ctfrpu.store.sqlite3.connect", read_only_mount)
+    assert main(["runs", "list", "--store", str(db)]) == 0
+    assert "synthetic fp" in capsys.readouterr().out
+    assert main(["runs", "export", "--store", str(db), "--out", str(tmp_path / "x")]) == 0
+    assert (tmp_path / "x_runs.csv").exists()
+    _fails(capsys, ["train", *SMALL, "--store", str(db)], "cannot open run store", "unable to open")

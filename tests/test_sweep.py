@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -143,9 +144,30 @@ def swept(tmp_path_factory):
     """A real 2-worker LocalCluster runs SMALL once; the store is shared by the tests below."""
     tmp = tmp_path_factory.mktemp("sweep")
     sweep = load_sweep(write(tmp, SMALL))
-    with Store(tmp / "store.db") as store:
-        result = run_sweep(sweep, store, workers=2, data_dir=str(tmp / "nodata"), log=None)
+    with Store(tmp / "store.db") as store, open(tmp / "log.txt", "w") as log:
+        result = run_sweep(sweep, store, workers=2, data_dir=str(tmp / "nodata"), log=log)
     return sweep, tmp / "store.db", result, tmp
+
+
+def test_a_line_per_run_with_what_is_left_and_an_eta(swept):
+    """Off a terminal (no tqdm bar) every finished run is one line saying how many are left and when
+    the sweep should end, from the mean wall time per completed run."""
+    *_, tmp = swept
+    done = [ln for ln in (tmp / "log.txt").read_text().splitlines() if " done " in ln]
+    assert len(done) == 6
+    # 7 runs complete (one fails): the 6 done lines carry 6 distinct counts out of 6..0
+    lefts = [int(re.search(r"(\d+) left", ln).group(1)) for ln in done]
+    assert len(set(lefts)) == 6 and set(lefts) <= set(range(7))
+    assert all(re.search(r"\d+ left, eta \d+(h\d\dm|m)", ln) for ln in done if " 0 left" not in ln)
+
+
+def test_eta_arithmetic():
+    from ctfrpu.sweep.engine import _eta
+
+    assert _eta(100.0, 2, 0) == "0 left"
+    assert _eta(100.0, 2, 3) == "3 left, eta 3m"        # 50 s per run x 3 = 150 s -> rounded up to 3 min
+    assert _eta(3600.0, 10, 20) == "20 left, eta 2h00m"
+    assert _eta(0.0, 0, 1) == "1 left, eta 0m"
 
 
 def test_local_cluster_runs_every_run_once(swept):

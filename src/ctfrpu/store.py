@@ -202,6 +202,7 @@ class Store:
                               f"{err.strerror or err}") from None
         if self.path.is_dir():
             raise CtfrpuError(f"run store {self.path} is a directory; give a file path (e.g. {self.path}/ctfrpu.db)")
+        self.read_only = False
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._db.text_factory = bytes  # decoded per column in _record: a damaged row is named
@@ -209,7 +210,27 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._upgrade()
         except sqlite3.DatabaseError as err:
-            raise CtfrpuError(f"cannot open run store {self.path}: {err}") from None
+            if create or not self._open_read_only():
+                raise CtfrpuError(f"cannot open run store {self.path}: {err}"
+                                  + ("" if os.access(self.path.parent, os.W_OK) else
+                                     " (its folder is not writable: a read-only mount?)")) from None
+
+    def _open_read_only(self) -> bool:
+        """Read commands (``create=False``) on a store that cannot be written (a read-only mount, an
+        archived copy): open it immutable and read-only. Its schema must be current; writes then
+        fail with a one-line error (see :meth:`_tx`)."""
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
+                                 isolation_level=None)
+            db.text_factory = bytes
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version < SCHEMA_VERSION:
+                db.close()
+                return False
+        except sqlite3.DatabaseError:
+            return False
+        self._db, self.read_only = db, True
+        return True
 
     def _upgrade(self) -> None:
         """Create the schema, or bring a version-1 store to version 2 (new statuses and columns)."""
@@ -263,6 +284,8 @@ class Store:
         with signals_deferred():
             if self._db.in_transaction:  # left open by a write interrupted before our try below
                 self._db.execute("ROLLBACK")
+            if getattr(self, "read_only", False):
+                raise CtfrpuError(f"run store {self.path} is open read-only (it cannot be written here)")
             self._tx_open = True
             try:
                 self._db.execute("BEGIN IMMEDIATE")

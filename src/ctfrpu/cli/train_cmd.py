@@ -126,6 +126,8 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
             click.echo(f"run {run_id} {status}: {cfg.data.dataset} {cfg.device.kind}, {final['epochs']} epoch(s), "
                        f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4g}, "
                        f"{final['seconds']:.1f} s  [store {store.path}]")
+        for note in result.get("warnings", ()):
+            click.echo(f"warning: run {run_id}: {note}", err=True)
         if status == "diverged":
             click.echo(f"warning: run {run_id} {result['reason']}", err=True)
             raise click.exceptions.Exit(1)

@@ -285,7 +285,8 @@ def efficiency_figure(device, t_on: float, ns: list[int], gaps: list[float], lr:
                 else:
                     groups.append((r, ls, [name], i))
         for curve, ls, members, i in groups:
-            label = members[0] if len(members) == 1 else "; ".join(members) + " (coincide)"
+            # one member per legend line: a long single line would push the axes out of the figure
+            label = members[0] if len(members) == 1 else ";\n".join(members) + " (coincide)"
             ax.plot(ns_f, curve, color=colors[i], ls=ls, label=label)
         for n in ns:
             ax.axvline(n, color="0.8", lw=0.8, zorder=0)

@@ -356,6 +356,15 @@ def run_sweep(sweep: Sweep, store: Store, *, workers: int | None = None,
     return result
 
 
+def _eta(elapsed: float, done: int, left: int) -> str:
+    """'12 left, eta 1h05m' from the mean wall time per completed run of this sweep (all workers)."""
+    if left <= 0:
+        return "0 left"
+    sec = int(round(elapsed / max(done, 1) * left))
+    h, m = divmod((sec + 59) // 60, 60)
+    return f"{left} left, eta {h}h{m:02d}m" if h else f"{left} left, eta {m}m"
+
+
 def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
              pending: dict[int, SweepRun], result: SweepResult, data_dir: str | None,
              trainer: str, emit: Any, progress: bool | None, set_bar: Any,
@@ -374,6 +383,7 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                disable=None if progress is None else not progress, dynamic_ncols=True)
     set_bar(bar)
     n_ok = n_bad = 0
+    started = time.perf_counter()
     try:
         for fut in as_completed([f for f, _ in futures.values()], loop=client.loop):
             _, run = futures[fut.key]
@@ -388,11 +398,13 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 w["peak_rss_mb"] = round(max(w["peak_rss_mb"], out.get("peak_rss_mb") or 0.0), 1)
                 w["dataset_loads"] = max(w["dataset_loads"], out.get("dataset_loads") or 0)
             tag = f"[{run.index:>{width}}/{len(sweep.runs)}] {run.hash}"
+            left = len(todo) - (n_ok + n_bad + 1)
+            eta = _eta(time.perf_counter() - started, n_ok + n_bad + 1, left)
             if outcome.status == "finished":
                 n_ok += 1
                 acc = (outcome.final or {}).get("test_accuracy")
                 acc_s = f"acc={acc:.4f}" if isinstance(acc, (int, float)) else "acc=?"
-                emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s  {run.label()}")
+                emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s  {eta}  {run.label()}")
             elif outcome.status == "skipped-finished":
                 emit(f"{tag} already finished (recorded by another process)  {run.label()}")
             elif outcome.status == "diverged":

@@ -188,9 +188,32 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
     if "val_accuracy" in last:
         final["val_accuracy"] = last["val_accuracy"]
     out = {"epochs": epochs, "final": final, "status": "finished"}
+    clipped = clipped_fraction(model)
+    if clipped:
+        out["warnings"] = [f"{clipped:.1%} of the pulsed updates of this process wanted more than a full train "
+                           "(pulse probabilities clipped to 1: the update saturated); raise pulses.t_on or "
+                           "pulses.n, or lower optim.lr"]
     if diverged is not None:
         out.update(status="diverged", reason=diverged)
     return out
+
+
+CLIP_WARN = 0.01
+"""Fraction of clipped pulsed updates above which a run warns (:func:`clipped_fraction`)."""
+
+
+def clipped_fraction(model: MLP) -> float:
+    """Share of the analog tiles' updates (in this process) whose probabilities were clipped at 1,
+    when above :data:`CLIP_WARN`; else 0. Only with update management, when a full train cannot
+    deliver the requested change (for example a tiny ``pulses.t_on``)."""
+    updates = clipped = 0
+    for tile in model.tiles:
+        st = getattr(tile, "stats", None)
+        if isinstance(st, dict):
+            updates += st["updates"]
+            clipped += st["clipped"]
+    frac = clipped / updates if updates else 0.0
+    return frac if frac > CLIP_WARN else 0.0
 
 
 def divergence(model: MLP, train_loss: float, n_classes: int) -> str | None:
