@@ -159,6 +159,8 @@ def test_a_line_per_run_with_what_is_left_and_an_eta(swept):
     lefts = [int(re.search(r"(\d+) left", ln).group(1)) for ln in done]
     assert len(set(lefts)) == 6 and set(lefts) <= set(range(7))
     assert all(re.search(r"\d+ left, eta \d+(h\d\dm|m)", ln) for ln in done if " 0 left" not in ln)
+    # and the CPU time the run cost its worker process (all threads), beside its wall time
+    assert all(re.search(r"\d+\.\ds \(cpu \d+\.\ds\)", ln) for ln in done)
 
 
 def test_eta_arithmetic():

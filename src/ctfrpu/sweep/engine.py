@@ -404,7 +404,9 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 n_ok += 1
                 acc = (outcome.final or {}).get("test_accuracy")
                 acc_s = f"acc={acc:.4f}" if isinstance(acc, (int, float)) else "acc=?"
-                emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s  {eta}  {run.label()}")
+                cpu = out.get("cpu_seconds")
+                cpu_s = f" (cpu {cpu:.1f}s)" if isinstance(cpu, (int, float)) else ""
+                emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s{cpu_s}  {eta}  {run.label()}")
             elif outcome.status == "skipped-finished":
                 emit(f"{tag} already finished (recorded by another process)  {run.label()}")
             elif outcome.status == "diverged":

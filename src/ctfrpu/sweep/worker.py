@@ -91,6 +91,7 @@ def run_task(config: dict[str, Any], data_dir: str | None = None,
     uninterrupted run (:mod:`ctfrpu.training.checkpoint`). The file is removed once the run ends.
     """
     started = time.time()
+    cpu0 = time.process_time()  # all threads of this worker process: what the run cost the machine
     result: dict[str, Any] = {"status": "failed", "epochs": [], "final": None, "error": None}
     path = None
     from ..training import checkpoint as ckpt
@@ -119,6 +120,6 @@ def run_task(config: dict[str, Any], data_dir: str | None = None,
             path = None  # full disk: the last good checkpoint stays for the rerun
     if path is not None:
         ckpt.remove(path)
-    result.update(started=started, ended=time.time(), pid=os.getpid(), peak_rss_mb=peak_rss_mb(),
+    result.update(started=started, ended=time.time(), cpu_seconds=time.process_time() - cpu0, pid=os.getpid(), peak_rss_mb=peak_rss_mb(),
                   dataset_loads=_LOADS, worker=_worker_address() or f"pid {os.getpid()}")
     return result
