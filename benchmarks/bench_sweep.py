@@ -71,7 +71,11 @@ def main() -> int:
     from ctfrpu.training.runner import train_run
 
     data = load_dataset(args.dataset, args.data_dir)
-    seq = {run.hash: strip(train_run(run.config, dataset=data)["final"]) for run in sweep.runs}
+    seq, seq_cpu = {}, []
+    for run in sweep.runs:
+        c0 = time.process_time()
+        seq[run.hash] = strip(train_run(run.config, dataset=data)["final"])
+        seq_cpu.append(time.process_time() - c0)
     t_seq = time.perf_counter() - t0
     seq_rss = peak_rss_mb()
 
@@ -101,6 +105,11 @@ def main() -> int:
         "ratio": round(t_seq / t_sweep, 2), "sweep_runs_span_s": round(t_span, 2),
         "ratio_without_cluster_startup": round(t_seq / t_span, 2),
         "per_run_s_mean": round(sum(o.seconds for o in runs) / max(len(runs), 1), 2),
+        # CPU time (all threads) per run: alone in this process vs inside a worker; the first run of
+        # a process also pays the JIT/cache loading, so the later runs are shown apart
+        "cpu_per_run_alone_s": [round(c, 2) for c in seq_cpu],
+        "cpu_per_run_in_sweep_s": [round(o.cpu_seconds, 2) for o in sorted(runs, key=lambda o: o.index)
+                                   if o.cpu_seconds is not None],
         "peak_rss_mb_per_worker": {k: v["peak_rss_mb"] for k, v in result.workers.items()},
         "dataset_loads_per_worker": {k: v["dataset_loads"] for k, v in result.workers.items()},
         "peak_rss_mb_sequential_process": round(seq_rss, 1),
@@ -121,6 +130,9 @@ def main() -> int:
               f"({out['ratio_without_cluster_startup']:.2f}x without cluster start/stop)")
         print(f"  peak RSS per worker   : {min(rss):.0f}-{max(rss):.0f} MiB "
               f"(sequential process: {seq_rss:.0f} MiB)")
+        alone, inside = out["cpu_per_run_alone_s"], out["cpu_per_run_in_sweep_s"]
+        print(f"  CPU per run alone     : {' '.join(f'{c:.1f}' for c in alone)} s")
+        print(f"  CPU per run in sweep  : {' '.join(f'{c:.1f}' for c in inside)} s")
         print(f"  identical metrics     : {identical}")
     return 0 if identical and result.complete else 1
 

@@ -95,6 +95,8 @@ class RunOutcome:
     final: dict[str, Any] | None = None
     error: str | None = None
     seconds: float | None = None
+    cpu_seconds: float | None = None
+    """CPU time (all threads) the run cost its worker process; compare with the run alone."""
     worker: str | None = None
     peak_rss_mb: float | None = None
 
@@ -404,7 +406,7 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 n_ok += 1
                 acc = (outcome.final or {}).get("test_accuracy")
                 acc_s = f"acc={acc:.4f}" if isinstance(acc, (int, float)) else "acc=?"
-                cpu = out.get("cpu_seconds")
+                cpu = outcome.cpu_seconds
                 cpu_s = f" (cpu {cpu:.1f}s)" if isinstance(cpu, (int, float)) else ""
                 emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s{cpu_s}  {eta}  {run.label()}")
             elif outcome.status == "skipped-finished":
@@ -453,6 +455,7 @@ def _record(store: Store, sweep: Sweep, run: SweepRun, out: dict[str, Any]) -> R
     """Write one run in one transaction; a hash finished meanwhile by another process is kept once."""
     base = RunOutcome(run.index, run.hash, run.varied, out["status"], final=out.get("final"),
                       error=out.get("error"), seconds=round(out["ended"] - out["started"], 3),
+                      cpu_seconds=out.get("cpu_seconds"),
                       worker=out.get("worker"), peak_rss_mb=out.get("peak_rss_mb"))
     if out["status"] == "finished":
         other = store.finished_by_hash(run.hash)
