@@ -309,6 +309,26 @@ def test_verdicts_from_fewer_than_3_seeds_are_marked_indicative(tmp_path):
     assert "indicative: " not in firm
 
 
+def test_indicative_marks_follow_each_verdicts_own_seeds(tmp_path):
+    """A store part-way through a sweep: one cell has a single seed. Only the verdicts resting on
+    that cell are marked indicative, not every verdict of the dataset (a 5-seed verdict is firm)."""
+    store = fake_store(tmp_path / "s.db", datasets=("mnist",), stats=False)
+    one_seed = [r.id for r in store.list() if r.config["device"]["kind"] == "ctf"
+                and r.config["pulses"]["n"] == 1000 and r.config["compensation"]["kind"] == "none"
+                and r.config["seed"] != 0]
+    store.delete_runs(one_seed)
+    out = tmp_path / "rep"
+    html = build_report(store, out).read_text()
+    rows = {r["finding"]: r for r in _verdict_rows(out)}
+    plain_i = next(f for f in rows if f.startswith("(i)") and "compensation" not in f)
+    plain_ii = next(f for f in rows if f.startswith("(ii)") and "compensation" not in f)
+    assert rows[plain_i]["n_seeds"] == "1" and rows[plain_ii]["n_seeds"] == "3"
+    summary = html[html.index("Summary of verdicts"):html.index("</table>", html.index("Summary of verdicts"))]
+    rows_html = {ln.split("</td><td>")[1]: ln for ln in summary.split("<tr>")[2:]}
+    assert "indicative: 1 seed" in rows_html[plain_i]
+    assert all("indicative" not in ln for f, ln in rows_html.items() if f.startswith("(ii)"))
+
+
 @pytest.mark.slow
 def test_diverged_runs_are_listed_in_the_report(tmp_path):
     store = fake_store(tmp_path / "s.db", datasets=("mnist",))

@@ -291,6 +291,12 @@ def _status(s: str, n_seeds: int | None = None) -> str:
     return f'<span class="{_STATUS_CLS.get(s, "")}">{_esc(s)}</span>'
 
 
+def _seeds_behind(v, per_dataset: dict[str, int]) -> int:
+    """Seeds behind a verdict's deciding estimate (``Verdict.n``); when a verdict names none (no data
+    for it), the fewest seeds of any cell of its dataset."""
+    return v.n if v.n else per_dataset.get(v.dataset, 0)
+
+
 def _seeds_per_dataset(study: Study) -> dict[str, int]:
     """Fewest seeds in any (arm, N, t_gap) cell of each dataset: what a verdict there rests on."""
     cells: dict[tuple, set[int]] = {}
@@ -497,12 +503,12 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
     seeds = _seeds_per_dataset(study)
     if verdicts:
         parts.append("<h3>Verdicts on the paper's findings (in our model)</h3>")
-        if any(seeds.get(v.dataset, 0) < MIN_FIRM_SEEDS for v in verdicts):
+        if any(_seeds_behind(v, seeds) < MIN_FIRM_SEEDS for v in verdicts):
             parts.append(f'<p class="indicative-note">Verdicts marked <i>indicative</i> rest on fewer than '
                          f"{MIN_FIRM_SEEDS} seeds per compared cell: they can flip with more seeds (drawn in grey "
                          "italics, not in the colours of firm verdicts).</p>")
         rows = [[_esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)),
-                 _status(v.status, seeds.get(v.dataset, 0)), _esc(v.summary)] for v in verdicts]
+                 _status(v.status, _seeds_behind(v, seeds)), _esc(v.summary)] for v in verdicts]
         parts.append(_table(["finding", "dataset", "verdict", "numbers"], rows))
         rules = sorted({(v.finding[:5], v.rule) for v in verdicts})
         parts.append("<p><b>Decision rules (ours):</b></p><ul>" + "".join(
@@ -634,7 +640,7 @@ def build_report(store, out: str | Path, store_label: str | None = None, force: 
         summary = ["<h2>Summary of verdicts</h2>",
                    _table(["study", "finding", "dataset", "verdict"],
                           [[i, _esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)),
-                            _status(v.status, seeds_of[i].get(v.dataset, 0))]
+                            _status(v.status, _seeds_behind(v, seeds_of[i]))]
                            for i, v in all_verdicts])]
         head += summary
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ctfrpu report</title>"
