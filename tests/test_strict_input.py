@@ -188,3 +188,24 @@ def test_a_store_that_cannot_be_written_is_read_by_read_commands(tmp_path, capsy
     assert main(["runs", "export", "--store", str(db), "--out", str(tmp_path / "x")]) == 0
     assert (tmp_path / "x_runs.csv").exists()
     _fails(capsys, ["train", *SMALL, "--store", str(db)], "cannot open run store", "unable to open")
+
+
+def test_an_unknown_timing_model_is_refused_for_every_device(tmp_path, capsys):
+    """Even where the timing model has no effect (the FP baseline) a misspelt name is an error,
+    and a sweep file with one fails when it is read, not when its runs start."""
+    _fails(capsys, ["train", *SMALL, "--store", str(tmp_path / "s.db"), "--set", "update.timing=foo"],
+           "unknown timing model 'foo'", "slot")
+    sweep = tmp_path / "t.toml"
+    sweep.write_text('name = "t"\n[base.device]\nkind = "ideal"\n[grid]\n"update.timing" = ["slot", "bursty"]\n')
+    _fails(capsys, ["sweep", str(sweep), "--store", str(tmp_path / "s.db"), "--dry-run"], "bursty")
+
+
+def test_reproduce_refuses_a_device_that_breaks_the_device_papers_trends(tmp_path, capsys):
+    """The study asks whether the paper's findings hold on a device like the device paper's: a
+    parameter set without the short-pulse cliff or the gap recovery is refused before any run."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[params]\ntau_on_p = 1e-9\nt_d_p = 0\n")
+    err = _fails(capsys, ["reproduce", "--profile", "smoke", "--device-params", str(bad), "--store",
+                          str(tmp_path / "s.db"), "--out", str(tmp_path / "o")], "breaks the device paper's trends",
+                 "(2) cliff")
+    assert "bad.toml" in err and not (tmp_path / "s.db").exists()

@@ -262,8 +262,10 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
     (--scheduler). Rerunning continues where it stopped (finished config hashes are skipped).
     MNIST and Fashion-MNIST must be fetched first (`ctfrpu data fetch`).
     """
+    from ..pipeline.reproduce import check_study_device, get_profile
     from ..pipeline.reproduce import reproduce as run
 
+    check_study_device(get_profile(profile), params_file=device_params)  # before a store is created
     if workers is not None and scheduler:
         raise CtfrpuError("--workers sizes the local cluster; it cannot be used with --scheduler")
     if scheduler:

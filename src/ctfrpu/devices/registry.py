@@ -122,15 +122,15 @@ def check_run_physics(device_cfg, pulses_cfg, update_cfg=None):
     unreadable file), an invalid train design or a step per pulse that is not a finite positive
     number is a one-line error before any run starts. Returns (device, train); (None, None) for 'fp'
     (nothing to check). :meth:`ctfrpu.tile.AnalogTile.from_config` builds its tile from this."""
-    if device_cfg.kind == FP:
-        return None, None
     from .pulses import PulseTrain
     from .timing import timing_model
 
+    if update_cfg is not None:  # a misspelt timing model is an error even where it has no effect (fp)
+        timing_model(update_cfg.timing)
+    if device_cfg.kind == FP:
+        return None, None
     device = build_device(device_cfg.kind, device_cfg.params_file, device_cfg.params)
     train = PulseTrain.from_config(pulses_cfg)
-    if update_cfg is not None:
-        timing_model(update_cfg.timing)
     dw = float(device.nominal_dw(train.pw))
     if not (0.0 < dw < float("inf")):
         raise CtfrpuError(f"{device_cfg.kind} device: step per pulse dw_min = {dw!r} at pw = {train.pw:g} s is not "

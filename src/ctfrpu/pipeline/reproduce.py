@@ -181,6 +181,19 @@ def profile_device(profile: Profile, device_params: dict[str, Any] | None = None
     return {"kind": "ctf", "params": dict(device_params or {}), "params_file": params_file or profile.params_file}
 
 
+def check_study_device(profile: Profile, device_params: dict[str, Any] | None = None,
+                       params_file: str | None = None) -> None:
+    """The study tests the paper's findings on a device that behaves like the device paper's: CTF
+    parameters that break one of its three trends (:mod:`ctfrpu.devices.trends`) are a one-line
+    error before any run starts (train such a device with ``ctfrpu train`` instead)."""
+    from ..devices import build_device
+    from ..devices.trends import require_trends
+
+    dev = profile_device(profile, device_params, params_file)
+    require_trends(build_device("ctf", dev["params_file"], dev["params"]),
+                   dev["params_file"] or "the illustrative preset")
+
+
 def profile_map(profile: Profile, params_file: str | None = None):
     """The explore map (and the preset's place on it) for a profile with its own device preset;
     (None, None) otherwise. Seconds: single-update predictions only."""
@@ -358,6 +371,7 @@ def reproduce(profile_name: str, store, out: str | Path, workers: int | None = N
     t0 = time.time()
     datasets = check_datasets(profile.datasets, data_dir)
     configs = grid_configs(profile, device_params, params_file)
+    check_study_device(profile, device_params, params_file)
     log(f"reproduce {profile.name}: {profile.description}")
     log(f"reproduce {profile.name}: {len(configs)} training runs -> store {store.path}")
     counts = run_configs(f"reproduce-{profile.name}", configs, store, out, workers=workers, scheduler=scheduler,

@@ -208,10 +208,10 @@ def _parse(doc: dict[str, Any], source: str) -> Sweep:
         data["sweep"] = name
         try:
             cfg = validate(data)
-            physics = json.dumps([cfg.device.model_dump(mode="json"), cfg.pulses.model_dump(mode="json")],
-                                 sort_keys=True)
-            if physics not in checked:  # device parameters and train design, once per distinct one
-                check_run_physics(cfg.device, cfg.pulses)
+            physics = json.dumps([cfg.device.model_dump(mode="json"), cfg.pulses.model_dump(mode="json"),
+                                  cfg.update.timing], sort_keys=True)
+            if physics not in checked:  # device parameters, train design, timing: once per distinct one
+                check_run_physics(cfg.device, cfg.pulses, cfg.update)
                 checked.add(physics)
         except CtfrpuError as err:
             label = " ".join(f"{k}={_literal(v)}" for k, v in over.items())
