@@ -39,6 +39,8 @@ def _imports(path: Path, text: str | None = None) -> set[str]:
                     found.update(a.name if _is_module(a.name) else "__init__" for a in node.names)
                 else:
                     found.add(target)
+            elif node.module == "ctfrpu":  # "from ctfrpu import report": a module, or a name of __init__
+                found.update(a.name if _is_module(a.name) else "__init__" for a in node.names)
             elif node.module and node.module.startswith("ctfrpu."):
                 found.add(node.module[len("ctfrpu."):])
         elif isinstance(node, ast.Import):
@@ -71,6 +73,15 @@ def test_every_top_level_module_has_a_rank():
 def test_function_level_imports_are_seen():
     """The checker must see an import hidden inside a function, or it would pass vacuously."""
     probe = ROOT / "kernels" / "probe.py"  # never written: the source is passed as text
-    found = _imports(probe, "def f():\n    from ..report import build_report\n    from .. import __version__\n")
-    assert found == {"report", "__init__"}
+    found = _imports(probe, "def f():\n    from ..report import build_report\n    from .. import __version__\n"
+                            "    from ctfrpu import cli\n    import ctfrpu.pipeline.reproduce\n")
+    assert found == {"report", "__init__", "cli", "pipeline.reproduce"}
     assert _rank("report") > _rank("kernels")
+
+
+def test_the_report_reads_the_store_and_imports_no_study_code():
+    """Same-rank neighbours may not lean on each other either: the report builds everything from
+    the run store (the arms' vocabulary is the leaf ctfrpu.arms), never from experiments/."""
+    bad = [f"{p.relative_to(ROOT)} imports {t}" for p in (ROOT / "report").rglob("*.py")
+           for t in _imports(p) if t.split(".")[0] == "experiments"]
+    assert not bad, bad

@@ -68,7 +68,7 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence],
     ``comment='#'``). Floats are written with ``digits`` significant digits (inf/nan as Python writes them)."""
     def fmt(v):
         if isinstance(v, float):
-            return repr(v) if not math.isfinite(v) else f"{v:.{digits}g}"
+            return str(float(v)) if not math.isfinite(v) else f"{v:.{digits}g}"  # 'nan', 'inf' (numpy too)
         return v
 
     path = Path(path)

@@ -205,32 +205,51 @@ class Store:
         self.read_only = False
         try:
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.DatabaseError as err:
+            self._cannot_open(err, create)
+            return
+        try:
             self._db.text_factory = bytes  # decoded per column in _record: a damaged row is named
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._upgrade()
         except sqlite3.DatabaseError as err:
-            if create or not self._open_read_only():
-                raise CtfrpuError(f"cannot open run store {self.path}: {err}"
-                                  + ("" if os.access(self.path.parent, os.W_OK) else
-                                     " (its folder is not writable: a read-only mount?)")) from None
+            self._db.close()
+            self._cannot_open(err, create)
+
+    def _cannot_open(self, err: sqlite3.DatabaseError, create: bool) -> None:
+        """A read command (``create=False``) on a store this process cannot write (a read-only
+        mount, an archived copy) opens it read-only; anything else is a one-line error."""
+        writable = os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK)
+        cannot_write = not writable or getattr(err, "sqlite_errorname", "").startswith(
+            ("SQLITE_CANTOPEN", "SQLITE_READONLY")) or any(m in str(err) for m in ("unable to open", "readonly"))
+        if not create and cannot_write and self._open_read_only():
+            return
+        raise CtfrpuError(f"cannot open run store {self.path}: {err}"
+                          + ("" if writable else " (it is not writable here: a read-only mount?)")) from None
 
     def _open_read_only(self) -> bool:
-        """Read commands (``create=False``) on a store that cannot be written (a read-only mount, an
-        archived copy): open it immutable and read-only. Its schema must be current; writes then
-        fail with a one-line error (see :meth:`_tx`)."""
-        try:
-            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True,
-                                 isolation_level=None)
-            db.text_factory = bytes
-            (version,) = db.execute("PRAGMA user_version").fetchone()
+        """Open the store read-only: ``mode=ro`` first (sees a write-ahead log, keeps locking); where
+        SQLite cannot even create its lock files there, ``immutable=1`` -- refused if a non-empty
+        ``-wal`` file holds writes the immutable view would not see. The schema must be current;
+        writes then fail with a one-line error (:meth:`_tx`)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = self.path.resolve().as_uri()
+        options = ["mode=ro"] + ([] if wal.exists() and wal.stat().st_size else ["immutable=1"])
+        for opt in options:
+            try:
+                db = sqlite3.connect(f"{uri}?{opt}", uri=True, isolation_level=None)
+                db.text_factory = bytes
+                (version,) = db.execute("PRAGMA user_version").fetchone()
+            except sqlite3.DatabaseError:
+                continue
             if version < SCHEMA_VERSION:
                 db.close()
-                return False
-        except sqlite3.DatabaseError:
-            return False
-        self._db, self.read_only = db, True
-        return True
+                raise CtfrpuError(f"run store {self.path} has schema version {version}; open it once where it "
+                                  f"can be written (a copy) to upgrade it to {SCHEMA_VERSION}")
+            self._db, self.read_only = db, True
+            return True
+        return False
 
     def _upgrade(self) -> None:
         """Create the schema, or bring a version-1 store to version 2 (new statuses and columns)."""

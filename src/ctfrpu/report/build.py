@@ -298,7 +298,7 @@ def _seeds_behind(v, per_dataset: dict[str, int]) -> int:
 
 
 def _seeds_per_dataset(study: Study) -> dict[str, int]:
-    """Fewest seeds in any (arm, N, t_gap) cell of each dataset: what a verdict there rests on."""
+    """Fewest seeds in any (arm, N, t_gap) cell of each dataset (the fallback of :func:`_seeds_behind`)."""
     cells: dict[tuple, set[int]] = {}
     for r in study.runs:
         key = (r.dataset, r.arm, r.n if r.device != "fp" else 0, r.gap if r.device != "fp" else 0.0)

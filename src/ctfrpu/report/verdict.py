@@ -190,6 +190,7 @@ def _seed_gate(v: Verdict, estimates: list[S.Estimate]) -> Verdict:
     if n >= MIN_SEEDS:
         return v
     v.leaning = v.status
+    v.n = min(v.n, n) if v.n else n  # the seeds behind the weakest estimate the verdict rests on
     if n <= 1:
         v.status, v.summary = INCONCLUSIVE, f"inconclusive (one seed): {v.summary}"
     else:

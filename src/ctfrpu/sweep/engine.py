@@ -96,7 +96,9 @@ class RunOutcome:
     error: str | None = None
     seconds: float | None = None
     cpu_seconds: float | None = None
-    """CPU time (all threads) the run cost its worker process; compare with the run alone."""
+    """CPU time (all threads) of the worker process during the run; compare with the run alone. A
+    worker's first run includes its dataset load and the numba cache load; on a cluster whose
+    workers run several threads it also counts concurrent tasks."""
     worker: str | None = None
     peak_rss_mb: float | None = None
 
@@ -384,7 +386,7 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
     bar = tqdm(total=len(todo), desc=sweep.name, unit="run", file=sys.stderr, leave=False,
                disable=None if progress is None else not progress, dynamic_ncols=True)
     set_bar(bar)
-    n_ok = n_bad = 0
+    n_ok = n_bad = n_done = 0  # n_done: every completion, also one recorded by another process
     started = time.perf_counter()
     try:
         for fut in as_completed([f for f, _ in futures.values()], loop=client.loop):
@@ -400,8 +402,8 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 w["peak_rss_mb"] = round(max(w["peak_rss_mb"], out.get("peak_rss_mb") or 0.0), 1)
                 w["dataset_loads"] = max(w["dataset_loads"], out.get("dataset_loads") or 0)
             tag = f"[{run.index:>{width}}/{len(sweep.runs)}] {run.hash}"
-            left = len(todo) - (n_ok + n_bad + 1)
-            eta = _eta(time.perf_counter() - started, n_ok + n_bad + 1, left)
+            n_done += 1
+            eta = _eta(time.perf_counter() - started, n_done, len(todo) - n_done)
             if outcome.status == "finished":
                 n_ok += 1
                 acc = (outcome.final or {}).get("test_accuracy")
@@ -409,6 +411,8 @@ def _execute(client: Any, sweep: Sweep, store: Store, todo: list[SweepRun],
                 cpu = outcome.cpu_seconds
                 cpu_s = f" (cpu {cpu:.1f}s)" if isinstance(cpu, (int, float)) else ""
                 emit(f"{tag} done    {acc_s} {outcome.seconds:7.1f}s{cpu_s}  {eta}  {run.label()}")
+                for note in out.get("warnings") or ():
+                    emit(f"{tag} warning: {note}")
             elif outcome.status == "skipped-finished":
                 emit(f"{tag} already finished (recorded by another process)  {run.label()}")
             elif outcome.status == "diverged":

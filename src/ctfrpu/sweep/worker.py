@@ -113,7 +113,7 @@ def run_task(config: dict[str, Any], data_dir: str | None = None,
         result["device"] = device_parameters(cfg)
         out = train(cfg, dataset=data, **kwargs)
         result.update(status=out.get("status", "finished"), epochs=list(out["epochs"]), final=dict(out["final"]),
-                      error=out.get("reason"))
+                      error=out.get("reason"), warnings=list(out.get("warnings", ())))
     except Exception as err:  # noqa: BLE001 - recorded as a failed run by the client
         result["error"] = _error_text(err)
         if path is not None and isinstance(err, ckpt.CheckpointWriteError):

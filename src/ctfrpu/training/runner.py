@@ -190,7 +190,7 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
     out = {"epochs": epochs, "final": final, "status": "finished"}
     clipped = clipped_fraction(model)
     if clipped:
-        out["warnings"] = [f"{clipped:.1%} of the pulsed updates of this process wanted more than a full train "
+        out["warnings"] = [f"{clipped:.1%} of the pulsed updates of this run wanted more than a full train "
                            "(pulse probabilities clipped to 1: the update saturated); raise pulses.t_on or "
                            "pulses.n, or lower optim.lr"]
     if diverged is not None:
@@ -203,7 +203,8 @@ CLIP_WARN = 0.01
 
 
 def clipped_fraction(model: MLP) -> float:
-    """Share of the analog tiles' updates (in this process) whose probabilities were clipped at 1,
+    """Share of the analog tiles' updates (whole run: the counters travel with the checkpoint) whose
+    probabilities were clipped at 1,
     when above :data:`CLIP_WARN`; else 0. Only with update management, when a full train cannot
     deliver the requested change (for example a tiny ``pulses.t_on``)."""
     updates = clipped = 0
