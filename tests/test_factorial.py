@@ -25,11 +25,13 @@ def _train(n):
     return PulseTrain.from_on_time(n, T_ON, GAP)
 
 
-def test_equal_designs_give_the_exact_update_bit_for_bit():
+@pytest.mark.parametrize("timing", ["slot", "train"])
+def test_equal_designs_give_the_exact_update_bit_for_bit(timing):
+    """Why the diagonal arms of the 2 x 2 ablation reuse the grid's exact runs (factorial_config)."""
     rng = np.random.default_rng(0)
     x, d = rng.uniform(0, 1, (20, 12)), rng.normal(0, 0.3, (20, 7))
-    mk = lambda mode: AnalogTile(7, 12, CTFDevice(), _train(200), UpdateConfig(mode=mode), IOConfig(),  # noqa: E731
-                                 np.random.default_rng(4), bias_train=_train(200))
+    mk = lambda mode: AnalogTile(7, 12, CTFDevice(), _train(200), UpdateConfig(mode=mode, timing=timing),  # noqa: E731
+                                 IOConfig(), np.random.default_rng(4), bias_train=_train(200))
     a, b = mk("exact"), mk("factorial")
     a.update(x, d, 0.05)
     b.update(x, d, 0.05)

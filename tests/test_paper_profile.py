@@ -47,9 +47,13 @@ def test_paper_profile_grid():
         cells = {(c.pulses.n, c.pulses.gap, c.compensation.kind) for c in full}
         assert cells == {(n, g, k) for n in (100, 300, 1000) for g in (1e-7, 1e-5, 1e-4) for k in ("none", "gain")}
         assert all(c.update.timing == "train" and c.device.params_file == "preset:ctf_paper" for c in full)
-        arms = [factorial_cell(c.to_dict(), 100, 1000) for c in mine if c.update.mode == "factorial"]
-        assert sorted(set(arms)) == [("large", "large"), ("large", "small"), ("small", "large"), ("small", "small")]
-        assert len(arms) == 4 * 5
+        # the off-diagonal arms are factorial-mode runs; the diagonal ones are the grid's exact runs
+        off = [factorial_cell(c.to_dict(), 100, 1000) for c in mine if c.update.mode == "factorial"]
+        assert sorted(set(off)) == [("large", "small"), ("small", "large")] and len(off) == 2 * 5
+        assert all(c.pulses.gap == 1e-7 for c in mine if c.update.mode == "factorial")
+        diag = [c for c in full if c.pulses.gap == 1e-7 and c.compensation.kind == "none" and c.pulses.n in (100, 1000)]
+        assert sorted(factorial_cell(c.to_dict(), 100, 1000) for c in diag) == \
+            [("large", "large")] * 5 + [("small", "small")] * 5
     # the order puts each dataset's main grid before the single-factor ablation arms
     kinds = [(c.data.dataset, c.device.kind, c.update.mode) for c in cfgs]
     assert kinds.index(("mnist", "ideal", "exact")) > max(i for i, k in enumerate(kinds) if k[0] == "fashion"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ctfrpu.config import merge, validate
-from ctfrpu.experiments.ablation import arm_config, factorial_configs
+from ctfrpu.experiments.ablation import arm_config, factorial_cell, factorial_configs
 from ctfrpu.report import build_report
 from ctfrpu.report import verdict as V
 from ctfrpu.report.build import factorial_design, study_verdicts
@@ -30,7 +30,7 @@ def factorial_store(path, means, seeds=(0, 1, 2, 3, 4), sd=0.002, sweep="fake"):
         add(validate(dict(arm_config(BASE, "fp"), seed=s)), 0.95 + rng.normal(0, sd))
     seed_shift = {s: rng.normal(0, 0.004) for s in seeds}  # shared per seed: pairing removes it
     for cfg in factorial_configs(merge(BASE, {"device": {"kind": "ctf"}}), 100, 1000, seeds):
-        key = ("small" if cfg.update.bias_pulses == 100 else "large", "small" if cfg.pulses.n == 100 else "large")
+        key = factorial_cell(cfg.to_dict(), 100, 1000)
         add(cfg, means[key] + seed_shift[cfg.seed] + rng.normal(0, sd))
     return store
 

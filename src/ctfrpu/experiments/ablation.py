@@ -169,10 +169,16 @@ LEVELS = ("small", "large")
 def factorial_config(base: dict[str, Any], n_bias: int, n_noise: int) -> dict[str, Any]:
     """OUR 2 x 2 ablation arm: the CTF device with the bias of the design with ``n_bias`` pulses and
     the noise of the design with ``n_noise`` (``update.mode = 'factorial'``, :mod:`ctfrpu.devices.ctf_update`);
-    everything else (gap, pulse mode, data, network, seed) from ``base``, no compensation."""
+    everything else (gap, pulse mode, data, network, seed) from ``base``, no compensation.
+
+    A diagonal arm (``n_bias == n_noise``) is the CTF full model itself: the factorial update with
+    N_b = N_sigma is bit-identical to the exact one (E_b - E_sigma is exactly 0;
+    tests/test_factorial.py), so it is returned as the plain exact config and shares its hash -- and
+    its run -- with the study grid instead of paying the dense mean passes again."""
     cfg = arm_config(base, "ctf")
     cfg["pulses"] = dict(cfg["pulses"], n=int(n_noise))
-    cfg["update"] = dict(cfg["update"], mode="factorial", bias_pulses=int(n_bias))
+    if n_bias != n_noise:
+        cfg["update"] = dict(cfg["update"], mode="factorial", bias_pulses=int(n_bias))
     return cfg
 
 
@@ -189,12 +195,19 @@ def factorial_configs(base: dict[str, Any], n_small: int, n_large: int, seeds=(0
 
 
 def factorial_cell(config: dict[str, Any], n_small: int, n_large: int) -> tuple[str, str] | None:
-    """(bias level, noise level) of a factorial-arm run config, or None if it is not one."""
+    """(bias level, noise level) of a factorial-arm run config, or None if it is not one. A plain
+    exact CTF run (no compensation) with N in {n_small, n_large} is the diagonal arm of its N
+    (:func:`factorial_config`); the caller matches the t_gap."""
     upd = config.get("update", {})
-    if config.get("device", {}).get("kind") != "ctf" or upd.get("mode") != "factorial":
+    if config.get("device", {}).get("kind") != "ctf":
         return None
     level = {n_small: "small", n_large: "large"}
-    nb, ns = upd.get("bias_pulses"), config.get("pulses", {}).get("n")
+    ns = config.get("pulses", {}).get("n")
+    if upd.get("mode", "exact") == "exact" and config.get("compensation", {}).get("kind", "none") == "none":
+        return (level[ns], level[ns]) if ns in level else None
+    if upd.get("mode") != "factorial":
+        return None
+    nb = upd.get("bias_pulses")
     if nb not in level or ns not in level:
         return None
     return level[nb], level[ns]

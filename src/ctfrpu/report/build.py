@@ -139,6 +139,13 @@ def factorial_design(rows) -> FactorialDesign | None:
     for r in sel:
         if r.bias_pulses in level and r.n in level:
             arms.setdefault((level[r.bias_pulses], level[r.n]), V.Cell([], [])).add(r.accuracy, r.seed)
+    # the diagonal arms are the plain exact runs of the grid (bit-identical, see factorial_config)
+    # unless a store holds them as factorial-mode runs
+    for n, lv in level.items():
+        if (lv, lv) not in arms:
+            cell = V.cell_of(r for r in rows if r.arm == "ctf" and r.n == n and r.gap == gap)
+            if cell.n:
+                arms[(lv, lv)] = cell
     comp = V.cell_of(r for r in rows if r.arm == "ctf_comp" and r.n == sizes[0] and r.gap == gap)
     return FactorialDesign((sizes[0], sizes[1]), gap, arms, comp if comp.n else None)
 
