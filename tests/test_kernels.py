@@ -251,3 +251,35 @@ def test_ctf_mean_kernel_matches_device_expected_train_dvt():
         ref1 = dev.expected_train_dvt(np.array([dev.vt_ref]), np.array([0.3]), np.array([1.0]), train)
         s_mid = 1.0
         assert math.isclose(dev.kappa_p * s_mid * m, float(ref1[0]), rel_tol=1e-10)
+
+
+def test_unit_mean_without_build_up_term_keeps_the_bits():
+    """ctf_unit_mean skips alpha^bl when aq == 0 (timings that fold e into lin, e.g. 'train'):
+    the general formula's aq * sum_m is then a signed zero, so the result must be bit-equal."""
+    import math
+
+    from ctfrpu.devices.ctf_update import ctf_unit_mean
+
+    def general(pp, bl, lin, aq, c, d_gap, d_t):
+        alpha = pp * c * d_gap + (1.0 - pp) * d_t
+        one_m = 1.0 - alpha
+        sum_m = 0.0
+        if one_m > 1e-12:
+            inv = 1.0 / one_m
+            m_star = pp * (1.0 - c) * d_gap * inv
+            a_bl = 0.0 if alpha <= 0.0 else math.exp(bl * math.log(alpha))
+            sum_m = m_star * (bl - (1.0 - a_bl) * inv)
+        return pp * (bl * lin + aq * sum_m)
+
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        pp = float(rng.choice([0.0, 1.0, rng.uniform(), 10 ** rng.uniform(-300, 0)]))
+        bl, lin = int(rng.integers(1, 5000)), float(rng.normal() * 10 ** rng.uniform(-6, 2))
+        c, d_gap, d_t = (float(v) for v in rng.uniform(0, 1, 3))
+        got = ctf_unit_mean(pp, bl, lin, 0.0, c, d_gap, d_t, False)
+        want = general(pp, bl, lin, 0.0, c, d_gap, d_t)
+        assert got == want and math.copysign(1, got) == math.copysign(1, want), (pp, bl, lin, c, d_gap, d_t)
+        # and the general branch (aq != 0) is the formula above
+        aq = float(rng.normal())
+        assert ctf_unit_mean(pp, bl, lin, aq, c, d_gap, d_t, False) == pytest.approx(
+            general(pp, bl, lin, aq, c, d_gap, d_t), rel=1e-12, abs=1e-300)

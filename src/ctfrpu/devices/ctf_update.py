@@ -213,7 +213,11 @@ def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
 def ctf_unit_mean(pp, bl, lin, aq, c, d_gap, d_t, tiny):
     """E[sum over fired slots of (lin + aq e_k)] for a train of bl slots firing with probability pp,
     e = 0 at the start (the closed form of ``CTFDevice.expected_train_dvt`` without kappa s).
-    ``tiny``: alpha^bl underflows to 0.0 for every pp (see :func:`pow_underflows`), skip it."""
+    ``tiny``: alpha^bl underflows to 0.0 for every pp (see :func:`pow_underflows`), skip it.
+    ``aq == 0`` (a timing model that folds e into lin, e.g. 'train'): the build-up term is exactly
+    zero, so its exp/log are skipped -- the same bits (aq * sum_m is a signed zero, sum_m finite)."""
+    if aq == 0.0:
+        return pp * (bl * lin + 0.0)
     alpha = pp * c * d_gap + (1.0 - pp) * d_t
     one_m = 1.0 - alpha
     if one_m > 1e-12:
@@ -339,15 +343,14 @@ def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
                 pp = p[i] * qq
                 s = sx[i] * sdj
                 o = 0 if s > 0 else 4
-                cell = cells[j, i]
-                vt, lo, hi = cell[C_VT], cell[C_LO], cell[C_HI]
-                scale = s * cst[o] * cell[C_KS] * saturation(vt, lo, hi, s, mi, m, inv_norm)
+                vt, lo, hi = cells[j, i, C_VT], cells[j, i, C_LO], cells[j, i, C_HI]
+                scale = s * cst[o] * cells[j, i, C_KS] * saturation(vt, lo, hi, s, mi, m, inv_norm)
                 dv = scale * ctf_unit_mean(pp, bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t,
                                            tiny_p if s > 0 else tiny_e)
                 if gauss:
                     dv += noise_scale * abs(scale) * math.sqrt(interp_table(var_tab, o >> 2, pp)) * zbuf[ii]
                 nv = min(max(vt + dv, lo), hi)
-                cell[C_VT] = nv
+                cells[j, i, C_VT] = nv
                 w[j, i] = (nv - vt_ref) * inv_unit
         rs[0], rs[1], rs[2], rs[3] = s0, s1, s2, s3
     return ST_OK, X.shape[0]
@@ -451,8 +454,9 @@ def _mean_pass(x, d, ctl, cells, cst, mi, bufs, corr, sgn):
             i = rows[ii]
             s = sx[i] * sd[j]
             o = 0 if s > 0 else 4
-            cell = cells[j, i]
-            scale = s * cst[o] * cell[C_KS] * saturation(cell[C_VT], cell[C_LO], cell[C_HI], s, mi, m, inv_norm)
+            # scalar reads of the record (no per-cell view object in the innermost loop)
+            scale = s * cst[o] * cells[j, i, C_KS] * saturation(cells[j, i, C_VT], cells[j, i, C_LO],
+                                                                cells[j, i, C_HI], s, mi, m, inv_norm)
             corr[j, i] += sgn * scale * ctf_unit_mean(p[i] * q[j], bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t,
                                                       tiny_p if s > 0 else tiny_e)
     return nr
