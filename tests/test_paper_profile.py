@@ -54,10 +54,12 @@ def test_paper_profile_grid():
         diag = [c for c in full if c.pulses.gap == 1e-7 and c.compensation.kind == "none" and c.pulses.n in (100, 1000)]
         assert sorted(factorial_cell(c.to_dict(), 100, 1000) for c in diag) == \
             [("large", "large")] * 5 + [("small", "small")] * 5
-    # the order puts each dataset's main grid before the single-factor ablation arms
-    kinds = [(c.data.dataset, c.device.kind, c.update.mode) for c in cfgs]
-    assert kinds.index(("mnist", "ideal", "exact")) > max(i for i, k in enumerate(kinds) if k[0] == "fashion"
-                                                          and k[2] == "factorial")
+    # the cheap pulse-exact grid first, then the dense-mode ablation runs (factorial first, seed by seed)
+    dense = [i for i, c in enumerate(cfgs) if c.update.mode in ("factorial", "expected", "gaussian")]
+    assert dense == list(range(len(cfgs) - len(dense), len(cfgs))) and len(dense) == 2 * 2 * 5 + 2 * 5
+    order = [(c.update.mode, c.data.dataset, c.seed) for c in cfgs[dense[0]:]]
+    assert [o[0] for o in order[:20]] == ["factorial"] * 20
+    assert [o[2] for o in order[:10]] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and order[0][1] == "mnist"
 
 
 def test_profile_grids_unchanged_in_size():
