@@ -198,6 +198,21 @@ def test_an_unknown_timing_model_is_refused_for_every_device(tmp_path, capsys):
     sweep = tmp_path / "t.toml"
     sweep.write_text('name = "t"\n[base.device]\nkind = "ideal"\n[grid]\n"update.timing" = ["slot", "bursty"]\n')
     _fails(capsys, ["sweep", str(sweep), "--store", str(tmp_path / "s.db"), "--dry-run"], "bursty")
+    _fails(capsys, ["design", "--timing", "bogus"], "unknown timing model 'bogus'", "train")
+
+
+def test_design_predicts_under_the_chosen_timing_model(capsys):
+    """`ctfrpu design --timing` reaches the helper: under 'train' timing a 0.1 us gap keeps more of
+    the build-up than a 100 us gap (r falls with the gap), under 'slot' timing at small P it does not."""
+    def r_of(timing):
+        assert main(["design", "--pulses", "100", "--gaps", "0.1us,100us", "--lr", "0.1", "--device-params",
+                     "preset:ctf_paper", "--timing", timing, "--json"]) == 0
+        pts = json.loads(capsys.readouterr().out)["points"]
+        assert all(p["timing"] == timing for p in pts)
+        return [p["efficiency"] for p in pts]
+    slot, train = r_of("slot"), r_of("train")
+    assert abs(slot[0] - slot[1]) < 0.01
+    assert train[0] - train[1] > 0.1
 
 
 def test_reproduce_refuses_a_device_that_breaks_the_device_papers_trends(tmp_path, capsys):
