@@ -83,3 +83,40 @@ def test_factorial_arm_configs_are_paired_and_classified():
     assert all(c.pulses.gap == 1e-5 and c.compensation.kind == "none" for c in cfgs)
     with pytest.raises(CtfrpuError, match="N_small < N_large"):
         factorial_configs({}, 1000, 100)
+
+
+@pytest.mark.parametrize("timing", ["slot", "train"])
+def test_fused_mean_pass_is_the_difference_of_the_two_expected_means(timing):
+    """The factorial's one pass over the records (both designs, one saturation per cell) gives, bit
+    for bit, E_b - E_sigma of the expected mode's closed form (ctf_mean_dvt) at each cell's V_T --
+    the formula exists once; cells active in only one design (x_i = 0, d_j = 0 elsewhere) included."""
+    from ctfrpu.devices import ctf_update as cu
+    from ctfrpu.kernels.cells import C_HI, C_KS, C_LO, C_VT
+
+    rng = np.random.default_rng(5)
+    tile = AnalogTile(9, 13, CTFDevice(), _train(1000), UpdateConfig(mode="factorial", timing=timing), IOConfig(),
+                      np.random.default_rng(2), bias_train=_train(100))
+    tile.set_weights(rng.uniform(-0.5, 0.5, (9, 13)))
+    x, d = rng.uniform(0, 1, 13), rng.normal(0, 0.2, 9)
+    x[::4], d[::3] = 0.0, 0.0
+    plan, bplan = tile._plan, tile._bias_plan
+    lrg = tile._lrg(0.05)
+    ctl = tile._ctl(lrg)
+    ctl_b = ctl[:4] + (float(plan.device.nominal_dw(bplan.train.pw)), int(bplan.train.n)) + ctl[6:]
+    pb, qb, corr = np.empty(13), np.empty(9), np.full((9, 13), np.nan)
+    cu._mean_pass(x, d, ctl_b, ctl, tile._cells, bplan._cst_mean, plan._cst_mean, plan._dev[1], pb, qb,
+                  tile._bufs.args, corr)
+    p, q, sx, sd = tile._bufs.args[:4]
+    cells, mi = tile._cells, plan._dev[1]
+    n_active = 0
+    for j in range(9):
+        for i in range(13):
+            if x[i] == 0.0 or d[j] == 0.0:
+                continue
+            n_active += 1
+            s = sx[i] * sd[j]
+            c = cells[j, i]
+            e_b = cu.ctf_mean_dvt(pb[i] * qb[j], 100, s, c[C_VT], c[C_KS], c[C_LO], c[C_HI], bplan._cst_mean, mi)
+            e_s = cu.ctf_mean_dvt(p[i] * q[j], 1000, s, c[C_VT], c[C_KS], c[C_LO], c[C_HI], plan._cst_mean, mi)
+            assert corr[j, i] == e_b - e_s, (j, i)
+    assert n_active > 50

@@ -28,6 +28,7 @@ from ..kernels import rng as _rng
 from ..kernels.cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT
 from ..kernels.expected import VAR_GRID, active_units, interp_table, sample_bl
 from ..kernels.trains import ST_OK, check_batch, prepare
+from ..errors import CtfrpuError
 from .timing import TimingTables
 
 N_CONSTS = 13
@@ -397,6 +398,9 @@ class CTFPlan:
         """The 2 x 2 ablation update (:func:`update_factorial`): this plan's noise, ``bias_plan``'s bias."""
         if self._corr is None or self._corr.shape != w.shape:
             self._corr = np.zeros(w.shape)
+        cb, cs = bias_plan._cst_mean, self._cst_mean
+        if cb[C_M] != cs[C_M] or cb[C_NORM] != cs[C_NORM]:  # one saturation s(V_T) serves both designs
+            raise CtfrpuError("the factorial ablation needs two designs of one device")
         dev = (self._dev, self._cst_mean, bias_plan._cst_mean, int(bias_plan.train.n),
                float(self.device.nominal_dw(bias_plan.train.pw)), self._corr)
         return update_factorial(X, D, ctl, w, cells, dev, bufs, stats)
@@ -434,32 +438,60 @@ class CTFPlan:
 # ------------------------------------------------------------------- 2 x 2 factorial ablation
 
 
+@numba.njit(cache=True, inline="always")
+def _design_term(s, ks, sat, pp, bl, cst, tiny_p, tiny_e):
+    """E[dV_T] of one cell under one design (``cst`` folded, ``pp`` its coincidence probability),
+    from the cell's gain ``ks`` and saturation ``sat`` at its current V_T -- the expected mode's
+    closed form (:func:`ctf_mean_dvt`), evaluated in the same order."""
+    o = 0 if s > 0 else 4
+    scale = s * cst[o] * ks * sat
+    return scale * ctf_unit_mean(pp, bl, cst[o + 1], cst[o + 2], cst[o + 3], cst[C_DGAP], cst[C_DT],
+                                 tiny_p if s > 0 else tiny_e)
+
+
 @numba.njit(cache=True)
-def _mean_pass(x, d, ctl, cells, cst, mi, bufs, corr, sgn):
-    """corr[j, i] += sgn * E[dV_T] of design ``ctl`` / ``cst`` (folded) for every active cell, s at
-    the current V_T (the expected mode's closed form). Returns the number of active rows."""
-    base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl
+def _mean_pass(x, d, ctl_b, ctl_s, cells, cst_b, cst_s, mi, pb, qb, bufs, corr):
+    """corr[j, i] = E_b[dV_T] - E_sigma[dV_T] for every cell active in either design (s at the
+    current V_T): one pass over the records for both designs, since the cell record (12 MB for a
+    784 x 256 layer) streams from memory and the saturation s(V_T) is common to both. ``pb``, ``qb``:
+    scratch for design b's probabilities; design sigma's stay in ``bufs`` (``cst_b`` and ``cst_s``
+    share the device's m and norm, checked by the caller)."""
     (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, _, rows, cols) = bufs
-    bl, work, _ = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
-    if not work:
-        return 0
-    d_gap, d_t, m, inv_norm = cst[C_DGAP], cst[C_DT], cst[C_M], 1.0 / cst[C_NORM]
-    tiny_p = pow_underflows(bl, cst[3], d_gap, d_t)
-    tiny_e = pow_underflows(bl, cst[7], d_gap, d_t)
-    nr = active_units(p, rows)
-    ncol = active_units(q, cols)
+    base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl_b
+    bl_b, work, _ = prepare(x, d, lrg, dw_min, n, um, blm, pb, qb, sx, sd)
+    base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl_s
+    bl_s, work_s, _ = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
+    if not (work or work_s):
+        return
+    m, inv_norm = cst_s[C_M], 1.0 / cst_s[C_NORM]
+    tb_p = pow_underflows(bl_b, cst_b[3], cst_b[C_DGAP], cst_b[C_DT])
+    tb_e = pow_underflows(bl_b, cst_b[7], cst_b[C_DGAP], cst_b[C_DT])
+    ts_p = pow_underflows(bl_s, cst_s[3], cst_s[C_DGAP], cst_s[C_DT])
+    ts_e = pow_underflows(bl_s, cst_s[7], cst_s[C_DGAP], cst_s[C_DT])
+    # rows / cols: the units active in either design (x_i != 0 / d_j != 0 unless a probability underflows)
+    nr = 0
+    for i in range(x.size):
+        if pb[i] > 0.0 or p[i] > 0.0:
+            rows[nr] = i
+            nr += 1
+    ncol = 0
+    for j in range(d.size):
+        if qb[j] > 0.0 or q[j] > 0.0:
+            cols[ncol] = j
+            ncol += 1
     for jj in range(ncol):
         j = cols[jj]
         for ii in range(nr):
             i = rows[ii]
             s = sx[i] * sd[j]
-            o = 0 if s > 0 else 4
-            # scalar reads of the record (no per-cell view object in the innermost loop)
-            scale = s * cst[o] * cells[j, i, C_KS] * saturation(cells[j, i, C_VT], cells[j, i, C_LO],
-                                                                cells[j, i, C_HI], s, mi, m, inv_norm)
-            corr[j, i] += sgn * scale * ctf_unit_mean(p[i] * q[j], bl, cst[o + 1], cst[o + 2], cst[o + 3], d_gap, d_t,
-                                                      tiny_p if s > 0 else tiny_e)
-    return nr
+            ks = cells[j, i, C_KS]   # scalar reads of the record (no per-cell view in the innermost loop)
+            sat = saturation(cells[j, i, C_VT], cells[j, i, C_LO], cells[j, i, C_HI], s, mi, m, inv_norm)
+            c = 0.0
+            if work and pb[i] > 0.0 and qb[j] > 0.0:
+                c += _design_term(s, ks, sat, pb[i] * qb[j], bl_b, cst_b, tb_p, tb_e)
+            if work_s and p[i] > 0.0 and q[j] > 0.0:
+                c += -(_design_term(s, ks, sat, p[i] * q[j], bl_s, cst_s, ts_p, ts_e))
+            corr[j, i] = c
 
 
 @numba.njit(cache=True)
@@ -493,10 +525,11 @@ def update_factorial(X, D, ctl, w, cells, dev, bufs, stats):
     ctl_b = (base, counter, start, lrg, dw_min_b, n_b, um, blm, t_start, t_step, gauss, ns)
     ri = np.empty(X.shape[1], np.int64)
     ci = np.empty(D.shape[1], np.int64)
+    pb = np.empty(X.shape[1])
+    qb = np.empty(D.shape[1])
     out = kx.no_record()
     for b in range(start, X.shape[0]):
-        _mean_pass(X[b], D[b], ctl_b, cells, cst_b, mi, bufs, corr, 1.0)
-        _mean_pass(X[b], D[b], ctl, cells, cst_s, mi, bufs, corr, -1.0)
+        _mean_pass(X[b], D[b], ctl_b, ctl, cells, cst_b, cst_s, mi, pb, qb, bufs, corr)
         nr = _nonzero(X[b], ri)
         nc = _nonzero(D[b], ci)
         st, bl, clipped, er, ec = kx.draw_sample(X[b], D[b], ctl, b, bufs)
