@@ -256,17 +256,23 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
     1000}, t_gap in {0.1, 100} us, with/without OUR compensation, 2 seeds, FP baseline, the ablation
     on MNIST at N = 1000 with update statistics, then the report -- measured 3 min 9 s on 2 idle
     cores, 8 min on a loaded machine with a cold numba cache; its accuracies are pre-convergence
-    (see the report). medium: the same with 8,000 samples, 3 seeds and the ablation on both
+    (see the report).
+
+    medium: the same with 8,000 samples, 3 seeds and the ablation on both
     datasets -- 11-26 min on 2 cores.
+
     paper: all 60,000 samples x 5 epochs (lr 0.1, x0.6 per epoch; FP measured 97.80 % MNIST /
     87.25 % Fashion-MNIST, 5 seeds) with OUR paper-consistent candidate preset (preset:ctf_paper,
     train timing), N in {100, 300, 1000},
     t_gap in {0.1, 10, 100} us, with/without compensation, 5 paired seeds, the 2 x 2 bias x noise
     ablation on both datasets; 225 runs, about 10 h on 2 cores, of which the 30 dense-mode ablation
     runs take 5-35 min each (results/paper/ holds its committed store and report).
+
     full: all 60,000 samples x 30 epochs (lr 0.01), N in {100, 300, 1000, 3000}, t_gap in {0.1, 1,
     10, 100} us, 3 seeds, ablation at N = 100 and 1000 on both datasets: meant for a cluster
-    (--scheduler). Rerunning continues where it stopped (finished config hashes are skipped).
+    (--scheduler).
+
+    Rerunning continues where it stopped (finished config hashes are skipped).
     MNIST and Fashion-MNIST must be fetched first (`ctfrpu data fetch`).
     """
     from ..pipeline.reproduce import check_study_device, get_profile
