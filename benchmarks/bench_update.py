@@ -18,7 +18,13 @@ Usage::
 
     python benchmarks/bench_update.py [--device ideal|ctf|both] [--n 100,300,1000,3000]
                                       [--shapes 784x256,256x128,128x10] [--repeats 200] [--rounds 5]
-                                      [--mode exact|expected|gaussian]
+                                      [--mode exact|expected|gaussian|factorial] [--bias-n 100]
+                                      [--timing slot|burst|train] [--params preset:ctf_paper]
+
+``--mode factorial`` times OUR 2 x 2 ablation update (``update.mode = "factorial"``): the noise of
+the design N with the bias of the design ``--bias-n`` -- per sample one dense pass over every
+active cell for both designs' means, the exact update of design N, and one pass applying the
+difference (docs/science.md §4.9, §10).
 """
 
 from __future__ import annotations
@@ -53,15 +59,16 @@ def inputs_for(in_size: int, n: int, mnist: np.ndarray, rng: np.random.Generator
     return 1.0 / (1.0 + np.exp(-rng.normal(0.0, 2.0, (n, in_size))))   # sigmoid activations
 
 
-def bench(device, shape, n, mode, repeats, mnist, rounds=5, seed=0):
+def bench(device, shape, n, mode, repeats, mnist, rounds=5, seed=0, bias_n=100, timing="slot"):
     """Per-update seconds (total, python, trains) and pulse counts; each figure is the best of
     ``rounds`` passes over the same ``repeats`` samples (fresh random streams every pass), which
     filters out the load of a shared machine."""
     out_size, in_size = shape
     rng = np.random.default_rng(seed)
     train = PulseTrain.from_on_time(n, 5e-3, 1e-6)
-    tile = AnalogTile(out_size, in_size, device, train, UpdateConfig(mode=mode), IOConfig(),
-                      np.random.default_rng(seed))
+    bias_train = PulseTrain.from_on_time(bias_n, 5e-3, 1e-6) if mode == "factorial" else None
+    tile = AnalogTile(out_size, in_size, device, train, UpdateConfig(mode=mode, timing=timing), IOConfig(),
+                      np.random.default_rng(seed), bias_train=bias_train)
     xs = inputs_for(in_size, repeats, mnist, rng)
     ds = rng.normal(0.0, 0.05, (repeats, out_size))
     lr = 0.01
@@ -96,13 +103,20 @@ def main(argv=None) -> None:
     ap.add_argument("--shapes", default="784x256,256x128,128x10", help="INxOUT: 784x256 = 784 inputs, 256 outputs")
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5, help="best of this many passes")
-    ap.add_argument("--mode", default="exact", choices=["exact", "expected", "gaussian"])
+    ap.add_argument("--mode", default="exact", choices=["exact", "expected", "gaussian", "factorial"])
+    ap.add_argument("--bias-n", type=int, default=100, help="N of the bias design (--mode factorial)")
+    ap.add_argument("--timing", default="slot", help="timing model of the update (slot | burst | train)")
+    ap.add_argument("--params", default=None, help="CTF parameter file or preset:NAME (default: our illustrative preset)")
     args = ap.parse_args(argv)
+    if args.mode == "factorial" and args.device == "both":
+        args.device = "ctf"                                       # the ablation is defined for the CTF device
     rng = np.random.default_rng(123)
     mnist, src = mnist_like(args.repeats, rng)
-    devices = {"ideal": IdealDevice(), "ctf": CTFDevice()}
+    from ctfrpu.devices import build_device
+    devices = {"ideal": IdealDevice(), "ctf": build_device("ctf", args.params, {}) if args.params else CTFDevice()}
     kinds = ["ideal", "ctf"] if args.device == "both" else [args.device]
-    print(f"inputs: {src}; d ~ N(0, 0.05); lr = 0.01; update management on; mode = {args.mode}; "
+    print(f"inputs: {src}; d ~ N(0, 0.05); lr = 0.01; update management on; mode = {args.mode}"
+          f"{f' (bias N = {args.bias_n})' if args.mode == 'factorial' else ''}; timing = {args.timing}; "
           f"best of {args.rounds} passes of {args.repeats} updates; load average {os.getloadavg()[0]:.1f}")
     print(f"{'device':6} {'in x out':>9} {'N':>5} {'total us':>9} {'python':>7} {'trains':>7} {'cells':>7} "
           f"{'pulses':>8} {'row p':>7} {'col p':>6} {'Mpulse/s':>9} {'ns/pulse':>9}")
@@ -110,7 +124,8 @@ def main(argv=None) -> None:
         for sh in args.shapes.split(","):
             i, o = (int(v) for v in sh.lower().split("x"))
             for n in (int(v) for v in args.n.split(",")):
-                t_tot, t_py, t_draw, per = bench(devices[kind], (o, i), n, args.mode, args.repeats, mnist, args.rounds)
+                t_tot, t_py, t_draw, per = bench(devices[kind], (o, i), n, args.mode, args.repeats, mnist, args.rounds,
+                                                 bias_n=args.bias_n, timing=args.timing)
                 cells = t_tot - t_py - (t_draw if np.isfinite(t_draw) else 0.0)
                 pul = per["pulses"]
                 rate = pul / t_tot / 1e6 if pul else float("nan")
