@@ -305,6 +305,9 @@ def test_suggested_commands_run_as_printed_and_optional_parts_are_not_red(tmp_pa
 def test_verdicts_from_fewer_than_3_seeds_are_marked_indicative(tmp_path):
     html = build_report(fake_store(tmp_path / "a.db", seeds=(0, 1)), tmp_path / "a").read_text()
     assert "indicative: 2 seeds" in html and 'class="indicative"' in html
+    # the mark names what the rule leans to, never "indicative (indicative: ...)"
+    assert "leans &#x27;" in html or "leans '" in html
+    assert "indicative (indicative" not in html
     firm = build_report(fake_store(tmp_path / "b.db", seeds=(0, 1, 2)), tmp_path / "b").read_text()
     assert "indicative: " not in firm
 

@@ -292,9 +292,11 @@ _STATUS_CLS = {V.HOLDS: "holds", V.FAILS: "fails", V.INCONCLUSIVE: "inconclusive
 MIN_FIRM_SEEDS = 3
 
 
-def _status(s: str, n_seeds: int | None = None) -> str:
+def _status(s: str, n_seeds: int | None = None, leaning: str | None = None) -> str:
     if n_seeds is not None and n_seeds < MIN_FIRM_SEEDS:
-        return f'<span class="indicative">{_esc(s)} (indicative: {n_seeds} seed{"s" if n_seeds != 1 else ""})</span>'
+        # an indicative verdict names what the rule would say, not the word "indicative" twice
+        word = f"leans '{leaning}'" if s == V.INDICATIVE and leaning else s
+        return f'<span class="indicative">{_esc(word)} (indicative: {n_seeds} seed{"s" if n_seeds != 1 else ""})</span>'
     return f'<span class="{_STATUS_CLS.get(s, "")}">{_esc(s)}</span>'
 
 
@@ -515,7 +517,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
                          f"{MIN_FIRM_SEEDS} seeds per compared cell: they can flip with more seeds (drawn in grey "
                          "italics, not in the colours of firm verdicts).</p>")
         rows = [[_esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)),
-                 _status(v.status, _seeds_behind(v, seeds)), _esc(v.summary)] for v in verdicts]
+                 _status(v.status, _seeds_behind(v, seeds), v.leaning), _esc(v.summary)] for v in verdicts]
         parts.append(_table(["finding", "dataset", "verdict", "numbers"], rows))
         rules = sorted({(v.finding[:5], v.rule) for v in verdicts})
         parts.append("<p><b>Decision rules (ours):</b></p><ul>" + "".join(
@@ -647,7 +649,7 @@ def build_report(store, out: str | Path, store_label: str | None = None, force: 
         summary = ["<h2>Summary of verdicts</h2>",
                    _table(["study", "finding", "dataset", "verdict"],
                           [[i, _esc(v.finding), _esc(F.DATASET_NAMES.get(v.dataset, v.dataset)),
-                            _status(v.status, _seeds_behind(v, seeds_of[i]))]
+                            _status(v.status, _seeds_behind(v, seeds_of[i]), v.leaning)]
                            for i, v in all_verdicts])]
         head += summary
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ctfrpu report</title>"
