@@ -233,7 +233,7 @@ def ablation(dataset, epochs, train_limit, test_limit, lr, hidden, seeds, n, gap
 @click.command("reproduce")
 @click.option("--profile", type=click.Choice(["quick", "medium", "paper", "full", "smoke"]), default="quick",
               show_default=True,
-              help="quick: one 2-core machine, 3-8 min; medium: 3 seeds, 2x the data, 11-26 min on 2 cores; "
+              help="quick: one 2-core machine, 6-8 min; medium: 3 seeds, 2x the data, 11-26 min on 2 cores; "
                    "paper: paper scale with OUR paper-consistent candidate preset, hours on 2 cores; "
                    "full: paper-scale grid for a cluster; smoke: seconds, synthetic data.")
 @click.option("--store", "store_path", type=click.Path(), default=None, envvar="CTFRPU_STORE", help=_STORE_HELP)
@@ -254,9 +254,9 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
 
     quick: MNIST and Fashion-MNIST, 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300,
     1000}, t_gap in {0.1, 100} us, with/without OUR compensation, 2 seeds, FP baseline, the ablation
-    on MNIST at N = 1000 with update statistics, then the report -- measured 3 min 9 s on 2 idle
-    cores, 8 min on a loaded machine with a cold numba cache; its accuracies are pre-convergence
-    (see the report).
+    on MNIST at N = 1000 with update statistics, then the report -- measured 6 min 26 s on 2 idle
+    cores (6 min 56 s with the cold numba cache of a fresh clone); its accuracies are
+    pre-convergence (see the report).
 
     medium: the same with 8,000 samples, 3 seeds and the ablation on both
     datasets -- 11-26 min on 2 cores.

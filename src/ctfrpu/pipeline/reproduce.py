@@ -2,9 +2,9 @@
 
 Profiles (OUR choices of grid and budget; the paper's own training set-up is not public):
 
-* ``quick`` -- one 2-core machine in <= 15 minutes including numba compilation (measured: 8:01 wall,
-  498 CPU-s, cold numba cache, 2 dask workers, a 2-core machine shared with other jobs; 3:09 on the
-  idle machine via ``make reproduce`` in a fresh clone): both datasets on a
+* ``quick`` -- one 2-core machine in <= 15 minutes including numba compilation (measured
+  2026-12-03 on 2 idle cores, 2 dask workers: 416 s with the cold numba cache of a fresh clone,
+  386 s warm; ``make reproduce`` in a fresh clone 8 min 29 s with the install): both datasets on a
   data subset (:data:`PROFILES`), a reduced grid of N and t_gap with and without compensation, two
   seeds, the FP baseline, the ablation on MNIST and its update statistics, then the report.
   It uses a larger learning rate than ``full`` (0.1 instead of 0.01) so that 12,000 SGD steps
@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile("quick", ("mnist", "fashion"), train_limit=4000, test_limit=None, epochs=3, lr=0.1,
             ns=(100, 300, 1000), gaps=(1e-7, 1e-4), seeds=(0, 1), ablation_designs=((1000, 1e-7),),
             stats_pairs=8, stats_reps=40,
-            description="2-core machine, 3-8 min: 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300, "
+            description="2-core machine, 6-8 min: 4,000 training samples x 3 epochs (lr 0.1), N in {100, 300, "
                         "1000}, t_gap in {0.1, 100} us, compensation on/off, 2 seeds, ablation on MNIST at N = 1000, "
                         "t_gap = 0.1 us"),
     Profile("medium", ("mnist", "fashion"), train_limit=8000, test_limit=None, epochs=3, lr=0.1,
