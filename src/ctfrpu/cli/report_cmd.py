@@ -265,8 +265,8 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
     87.25 % Fashion-MNIST, 5 seeds) with OUR paper-consistent candidate preset (preset:ctf_paper,
     train timing), N in {100, 300, 1000},
     t_gap in {0.1, 10, 100} us, with/without compensation, 5 paired seeds, the 2 x 2 bias x noise
-    ablation on both datasets; 225 runs, about 10 h on 2 cores, of which the 30 dense-mode ablation
-    runs take 5-35 min each (results/paper/ holds its committed store and report).
+    ablation on both datasets; 225 runs, about 7 h on 2 cores, of which the 30 dense-mode ablation
+    runs take 13-18 min each (results/paper/ holds its committed store and report).
 
     full: all 60,000 samples x 30 epochs (lr 0.01), N in {100, 300, 1000, 3000}, t_gap in {0.1, 1,
     10, 100} us, 3 seeds, ablation at N = 100 and 1000 on both datasets: meant for a cluster

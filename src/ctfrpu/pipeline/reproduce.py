@@ -113,8 +113,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                         "samples x 5 epochs (lr 0.1, x0.6 per epoch; FP measured 97.80 % MNIST / 87.25 % Fashion, 5 seeds), "
                         "N in {100, 300, 1000}, t_gap in {0.1, 10, 100} us, compensation on/off, 5 paired seeds, "
                         "2 x 2 bias x noise ablation (N 100 / 1000, t_gap 0.1 us) on both datasets, the single-factor "
-                        "arms on MNIST; 225 runs, about 10 h on 2 cores (the grid ~3 h; the 30 dense-mode ablation runs 5-35 "
-                        "min each)"),
+                        "arms on MNIST; 225 runs, about 7 h on 2 cores (the exact grid ~3 h; the 30 dense-mode ablation runs "
+                        "13-18 min each)"),
     Profile("smoke", ("synthetic",), train_limit=200, test_limit=200, epochs=1, lr=0.05,
             ns=(100, 1000), gaps=(1e-6, 1e-4), seeds=(0, 1), hidden=(32,), ablation_datasets=("synthetic",),
             stats_pairs=2, stats_reps=5, stats_warmup=50,
@@ -184,7 +184,7 @@ def grid_configs(profile: Profile, device_params: dict[str, Any] | None = None,
 
 
 DENSE_MODES = ("factorial", "expected", "gaussian")
-"""Update modes that visit every active cell per sample (5-35 min per paper-scale run on 2 loaded
+"""Update modes that visit every active cell per sample (13-18 min per paper-scale factorial run, two at once on 2
 cores against ~1.5 min for the pulse-exact mode)."""
 
 
