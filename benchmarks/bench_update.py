@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from ctfrpu.config import IOConfig, UpdateConfig
-from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
+from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain, build_device
 from ctfrpu.kernels import exact as kx
 from ctfrpu.kernels.bundle import make_ctl
 from ctfrpu.tile import AnalogTile
@@ -112,7 +112,6 @@ def main(argv=None) -> None:
         args.device = "ctf"                                       # the ablation is defined for the CTF device
     rng = np.random.default_rng(123)
     mnist, src = mnist_like(args.repeats, rng)
-    from ctfrpu.devices import build_device
     devices = {"ideal": IdealDevice(), "ctf": build_device("ctf", args.params, {}) if args.params else CTFDevice()}
     kinds = ["ideal", "ctf"] if args.device == "both" else [args.device]
     print(f"inputs: {src}; d ~ N(0, 0.05); lr = 0.01; update management on; mode = {args.mode}"

@@ -23,12 +23,12 @@ import math
 import numba
 import numpy as np
 
+from ..errors import CtfrpuError
 from ..kernels import exact as kx
 from ..kernels import rng as _rng
 from ..kernels.cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT
-from ..kernels.expected import VAR_GRID, active_units, interp_table, sample_bl
+from ..kernels.expected import VAR_GRID, active_either, active_units, interp_table, sample_bl
 from ..kernels.trains import ST_OK, check_batch, prepare
-from ..errors import CtfrpuError
 from .timing import TimingTables
 
 N_CONSTS = 13
@@ -459,26 +459,18 @@ def _mean_pass(x, d, ctl_b, ctl_s, cells, cst_b, cst_s, mi, pb, qb, bufs, corr):
     (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, _, rows, cols) = bufs
     base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl_b
     bl_b, work, _ = prepare(x, d, lrg, dw_min, n, um, blm, pb, qb, sx, sd)
-    base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl_s
-    bl_s, work_s, _ = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
-    if not (work or work_s):
+    if not work:             # x = 0, d = 0 or lr = 0: the same for both designs
         return
+    base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl_s
+    bl_s, _, _ = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
     m, inv_norm = cst_s[C_M], 1.0 / cst_s[C_NORM]
     tb_p = pow_underflows(bl_b, cst_b[3], cst_b[C_DGAP], cst_b[C_DT])
     tb_e = pow_underflows(bl_b, cst_b[7], cst_b[C_DGAP], cst_b[C_DT])
     ts_p = pow_underflows(bl_s, cst_s[3], cst_s[C_DGAP], cst_s[C_DT])
     ts_e = pow_underflows(bl_s, cst_s[7], cst_s[C_DGAP], cst_s[C_DT])
-    # rows / cols: the units active in either design (x_i != 0 / d_j != 0 unless a probability underflows)
-    nr = 0
-    for i in range(x.size):
-        if pb[i] > 0.0 or p[i] > 0.0:
-            rows[nr] = i
-            nr += 1
-    ncol = 0
-    for j in range(d.size):
-        if qb[j] > 0.0 or q[j] > 0.0:
-            cols[ncol] = j
-            ncol += 1
+    # the units active in either design (x_i != 0 / d_j != 0 unless a probability underflows)
+    nr = active_either(pb, p, rows)
+    ncol = active_either(qb, q, cols)
     for jj in range(ncol):
         j = cols[jj]
         for ii in range(nr):
@@ -487,9 +479,9 @@ def _mean_pass(x, d, ctl_b, ctl_s, cells, cst_b, cst_s, mi, pb, qb, bufs, corr):
             ks = cells[j, i, C_KS]   # scalar reads of the record (no per-cell view in the innermost loop)
             sat = saturation(cells[j, i, C_VT], cells[j, i, C_LO], cells[j, i, C_HI], s, mi, m, inv_norm)
             c = 0.0
-            if work and pb[i] > 0.0 and qb[j] > 0.0:
+            if pb[i] > 0.0 and qb[j] > 0.0:
                 c += _design_term(s, ks, sat, pb[i] * qb[j], bl_b, cst_b, tb_p, tb_e)
-            if work_s and p[i] > 0.0 and q[j] > 0.0:
+            if p[i] > 0.0 and q[j] > 0.0:
                 c += -(_design_term(s, ks, sat, p[i] * q[j], bl_s, cst_s, ts_p, ts_e))
             corr[j, i] = c
 

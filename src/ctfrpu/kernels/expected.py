@@ -50,6 +50,18 @@ def active_units(prob, idx):
     return m
 
 
+@numba.njit(cache=True)
+def active_either(prob_a, prob_b, idx):
+    """Indices of the units with prob_a > 0 or prob_b > 0 (two designs of one sample) into idx;
+    returns their number."""
+    m = 0
+    for u in range(prob_a.size):
+        if prob_a[u] > 0.0 or prob_b[u] > 0.0:
+            idx[m] = u
+            m += 1
+    return m
+
+
 @numba.njit(cache=True, inline="always")
 def interp_table(tab, sidx, pp):
     """Linear interpolation of row ``sidx`` of a table on the grid P = k / VAR_GRID."""

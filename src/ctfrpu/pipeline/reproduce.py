@@ -184,8 +184,8 @@ def grid_configs(profile: Profile, device_params: dict[str, Any] | None = None,
 
 
 DENSE_MODES = ("factorial", "expected", "gaussian")
-"""Update modes that visit every active cell per sample (13-18 min per paper-scale factorial run, two at once on 2
-cores against ~1.5 min for the pulse-exact mode)."""
+"""Update modes that visit every active cell per sample (13-18 min per paper-scale factorial run,
+two at once on 2 cores, against ~1.5 min for the pulse-exact mode)."""
 
 
 def _dense_last(configs: list[RunConfig]) -> list[RunConfig]:
