@@ -88,6 +88,15 @@ class OptimConfig(_Strict):
     1.0 (default) keeps lr constant. It reaches a converged FP baseline in a few epochs at a
     large lr (the paper-scale study); the pulsed update scales with the epoch's lr as SGD does."""
 
+    engine: Literal["compiled", "reference"] = "compiled"
+    """How the training loop runs. 'compiled': one numba call trains a chunk of samples (forward,
+    backward, every layer's update; :mod:`ctfrpu.training.compiled`), several times faster.
+    'reference': the per-sample numpy loop (:class:`ctfrpu.training.engine.MLP`) that produced every
+    stored result before the compiled loop existed (ours). Same algorithm and random streams; the
+    two agree to rounding (tested), not bit for bit over a whole run, so the engine is part of the
+    config hash. A stored config without this field ran on the reference engine
+    (:func:`stored_config`)."""
+
     def epoch_lr(self, epoch: int) -> float:
         """The learning rate of (1-based) ``epoch``."""
         return self.lr * self.lr_decay ** (epoch - 1)
@@ -219,6 +228,8 @@ class RunConfig(_Strict):
         d.pop("sweep", None)
         if d["optim"].get("lr_decay") == 1.0:  # added later: its default keeps every earlier hash
             d["optim"].pop("lr_decay")
+        if d["optim"].get("engine") == "reference":  # added later: every earlier run was a reference run
+            d["optim"].pop("engine")
         if self.device.kind != "fp":
             values = read_params_file(self.device.params_file) if self.device.params_file else {}
             values.update(self.device.params)
@@ -293,6 +304,15 @@ def _format_validation_error(err: ValidationError) -> str:
     value = first.get("input")
     shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
     return f"invalid config value for '{loc}': {msg}{shown}"
+
+
+def stored_config(data: dict[str, Any]) -> RunConfig:
+    """A config as a store recorded it (``RunConfig.to_dict()`` of its time). Fields added since
+    then are absent and mean what the code of that time did: no ``optim.engine`` -> 'reference'
+    (the only engine before the compiled loop), so an earlier run keeps its hash and can be resumed."""
+    if isinstance(data, dict) and isinstance(data.get("optim"), dict) and "engine" not in data["optim"]:
+        data = {**data, "optim": {**data["optim"], "engine": "reference"}}
+    return validate(data)
 
 
 def validate(data: dict[str, Any]) -> RunConfig:

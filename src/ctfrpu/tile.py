@@ -164,10 +164,11 @@ class AnalogTile:
             if not isinstance(bias_train, PulseTrain):
                 raise CtfrpuError("AnalogTile: update.mode = 'factorial' needs bias_train (update.bias_pulses "
                                   "in a run config)")
-            if not hasattr(plan, "factorial"):      # an optional capability of a device plan
+            if "factorial" not in plan.modes:       # an optional capability of a device plan
                 raise CtfrpuError(f"update.mode = 'factorial' is not available for the {kind} device (it has no "
                                   f"program-time bias to separate); use the ctf device")
             self._bias_plan = device.plan(shape, bias_train, self.timing)
+        self._kernel_cache = None
 
     @classmethod
     def from_config(cls, cfg, w0: np.ndarray, rng: np.random.Generator) -> "AnalogTile":
@@ -352,6 +353,12 @@ class AnalogTile:
                               f"update.update_management = true")
         raise CtfrpuError(f"update: internal kernel status {status}")  # pragma: no cover
 
+    def _kernel(self) -> tuple:
+        """(batch kernel, dev) of this tile's update mode, from the device's plan."""
+        if self._kernel_cache is None:
+            self._kernel_cache = self._plan.kernel(self.update_config.mode, self._bias_plan)
+        return self._kernel_cache
+
     def _grow(self, status: int) -> None:
         if not self._bufs.grow(rows=status == kx.ST_CAP_ROWS):
             # the bound always suffices; never loop on a kernel fault
@@ -372,29 +379,47 @@ class AnalogTile:
         X, D = self._batch(x, d)
         lrg = self._lrg(lr)
         nb = X.shape[0]
-        plan = self._plan
-        mode = self.update_config.mode
-        if mode in ("exact", "factorial"):
-            start = 0
-            while True:
-                if mode == "exact":
-                    st, b = plan.exact(X, D, self._ctl(lrg, start), self._w, self._cells, self._bufs.args, self._stats)
-                else:
-                    st, b = plan.factorial(X, D, self._ctl(lrg, start), self._w, self._cells, self._bufs.args,
-                                           self._stats, self._bias_plan)
-                if st == ST_OK:
-                    break
-                if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):
-                    self._grow(st)
-                    start = b
-                    continue
-                self._raise(st, b, X, D, lrg, nb)
-        else:
-            st, b = plan.expected(X, D, self._ctl(lrg), self._w, self._cells, self._bufs.args, self._stats)
-            if st != ST_OK:
-                self._raise(st, b, X, D, lrg, nb)
+        fn, dev = self._kernel()
+        start = 0
+        while True:
+            st, b = fn(X, D, self._ctl(lrg, start), self._w, self._cells, dev, self._bufs.args, self._stats)
+            if st == ST_OK:
+                break
+            if st in (kx.ST_CAP_ROWS, kx.ST_CAP_COLS):     # exact modes: grow, go on from that sample
+                self._grow(st)
+                start = b
+                continue
+            self._raise(st, b, X, D, lrg, nb)
         self._clock += nb * self.train.duration
         self._counter += nb
+
+    # -- compiled training loop ------------------------------------------------------------
+
+    def loop_layer(self) -> tuple:
+        """This tile as one layer of the compiled training loop (:mod:`ctfrpu.training.compiled`):
+        (batch kernel of its update mode, layer tuple of its weights, records, kernel constants,
+        scratch, counters, fixed ``ctl`` fields, sample counter [1], [clock, gain], I/O periphery,
+        generator, True). The kernel is the one :meth:`update` calls; the train buffers are grown to
+        their bound first (the loop cannot stop mid-sample to grow them). Built once per loop;
+        :meth:`loop_begin` / :meth:`loop_end` move the counter, clock and gain in and out."""
+        fn, dev = self._kernel()
+        self._bufs.grow_to_bound()
+        io = self.io
+        layer = (self._w, self._cells, dev, self._bufs.args, self._stats, self._ctl0,
+                 np.zeros(1, np.int64), np.zeros(2), (float(io.inp_res), float(io.out_res), float(io.out_noise)),
+                 self.rng, True)
+        return fn, layer
+
+    def loop_begin(self, layer: tuple) -> None:
+        """Before a compiled chunk: the tile's sample counter, clock and gain into ``layer``."""
+        layer[6][0] = self._counter
+        layer[7][0] = self._clock
+        layer[7][1] = self._gain
+
+    def loop_end(self, layer: tuple) -> None:
+        """After a compiled chunk: the sample counter and clock it advanced back into the tile."""
+        self._counter = int(layer[6][0])
+        self._clock = float(layer[7][0])
 
     def trace_update(self, x: np.ndarray, d: np.ndarray, lr: float) -> np.ndarray:
         """Apply ONE exact-mode update (x (in,), d (out,)) and return its pulse events.

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..config import parse_value, resolve, validate
+from ..config import parse_value, resolve, stored_config
 from ..errors import CtfrpuError
 from ..store import Store
 from ..units import parse_cli_time
@@ -20,6 +20,7 @@ _FLAGS = {
     "val_size": "data.val_size", "device": "device.kind", "device_params": "device.params_file",
     "pulses": "pulses.n", "gap": "pulses.gap", "pw_mode": "pulses.mode", "t_on": "pulses.t_on",
     "pw": "pulses.pw", "update_mode": "update.mode", "compensation": "compensation.kind", "name": "name",
+    "engine": "optim.engine",
 }
 
 
@@ -58,7 +59,9 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.option("--seed", help="Seed of every random draw  [0]")
 @click.option("--lr", help="Learning rate  [0.01]")
 @click.option("--lr-decay", help="Per-epoch step decay: epoch e uses lr * lr_decay**(e-1)  [1.0]")
-@click.option("--batch-size", help="Mini-batch size  [1]")
+@click.option("--batch-size", help="Mini-batch size; the analog update is applied sample by sample in order  [1]")
+@click.option("--engine", help="compiled (one numba call per chunk of samples) | reference (the per-sample numpy "
+                               "loop of every earlier stored result)  [compiled]")
 @click.option("--train-limit", help="Train on the first N shuffled samples only.")
 @click.option("--test-limit", help="Evaluate on the first N test samples only.")
 @click.option("--val-size", help="Hold out N training samples for validation  [0]")
@@ -114,7 +117,7 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
             click.echo("interrupted; no run left unfinished", err=True)
             raise click.exceptions.Exit(_interrupt_status())
         if cfg is None:
-            cfg = validate(store.get(run_id).config)
+            cfg = stored_config(store.get(run_id).config)
         final = result["final"]
         status = result.get("status", "finished")
         if as_json:

@@ -96,3 +96,35 @@ def check_pulse_arrays(shape, times, widths, signs):
     if k > 1 and np.any(np.diff(times, axis=-1) < 0):
         raise CtfrpuError("pulses: times must be non-decreasing for each cell")
     return times, widths, signs
+
+
+class StepPlan:
+    """The per-design plan of a memoryless step device (ideal, soft bounds): records (scale, lo, hi),
+    constants ``dev = (dw_pulse, std)``, and the device module's kernels, named by a subclass::
+
+        class IdealPlan(StepPlan):
+            kernels = (update_exact, update_expected, apply)
+
+    'expected' serves the Gaussian mode too (``ctl`` says which)."""
+
+    fields = ("rate_scale", "lo", "hi")
+    n_fields = 4
+    event_fields = ()
+    modes = ("exact", "expected", "gaussian")
+    """The update modes :meth:`kernel` serves."""
+    kernels: tuple = ()
+    """(exact batch kernel, expected batch kernel, apply) of the device's module."""
+
+    def __init__(self, device, train):
+        self.state: dict[str, np.ndarray] = {}
+        self._dev = (float(device.rate * train.pw), float(device.dw_min_std))
+
+    def kernel(self, mode: str, bias_plan=None) -> tuple:
+        """(numba batch kernel, its ``dev`` tuple) of update mode ``mode`` (common signature,
+        :mod:`ctfrpu.kernels.bundle`)."""
+        if mode not in self.modes:
+            raise CtfrpuError(f"{type(self).__name__}: no update kernel for mode {mode!r}")
+        return self.kernels[0 if mode == "exact" else 1], self._dev
+
+    def apply(self, w, cells, bufs, t0, sink, out):
+        return self.kernels[2](w, cells, self._dev, bufs, t0, sink, True, out)

@@ -27,7 +27,7 @@ from ..errors import CtfrpuError
 from ..kernels import exact as kx
 from ..kernels import rng as _rng
 from ..kernels.cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT
-from ..kernels.expected import VAR_GRID, active_either, active_units, interp_table, sample_bl
+from ..kernels.expected import VAR_GRID, active_either, active_units, interp_table
 from ..kernels.trains import ST_OK, check_batch, prepare
 from .timing import TimingTables
 
@@ -303,11 +303,12 @@ def ctf_var_table(cst, bl):
 @numba.njit(cache=True)
 def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
     """Mean (and with ctl.gauss Gaussian-noise) update of every sample of a batch, in order; e and
-    t_last are left untouched. ``dev`` = (folded cst, mi, vt_ref, v_unit, var_tab): var_tab is
-    :func:`ctf_var_table` for the BL of every sample of the batch (Gaussian mode)."""
+    t_last are left untouched. ``dev`` = (folded cst, mi, vt_ref, v_unit, var_tabs, have):
+    var_tabs[bl] is :func:`ctf_var_table` for a sample's BL (Gaussian mode), filled on first use
+    (have[bl]); with BL management every sample may have its own BL."""
     base, counter, _, lrg, dw_min, n, um, blm, _, _, gauss, noise_scale = ctl
     (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, rs, rows, cols) = bufs
-    cst, mi, vt_ref, v_unit, var_tab = dev
+    cst, mi, vt_ref, v_unit, var_tabs, have = dev
     st, bad = check_batch(X, D, lrg, dw_min, n, um, blm)
     if st != ST_OK:
         return st, bad
@@ -324,8 +325,13 @@ def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
             continue
         if clipped:
             stats[kx.S_CLIPPED] += 1
+        var_tab = var_tabs[0]
         if gauss:
             _rng.seed_stream(rs, base, counter + b)
+            if not have[bl]:
+                var_tabs[bl] = ctf_var_table(cst, bl)
+                have[bl] = True
+            var_tab = var_tabs[bl]
         s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]
         tiny_p = pow_underflows(bl, cst[3], d_gap, d_t)
         tiny_e = pow_underflows(bl, cst[7], d_gap, d_t)
@@ -368,6 +374,8 @@ class CTFPlan:
     fields = ("vt", "e", "t_last", "rate_scale", "lo", "hi")
     n_fields = 8
     event_fields = (("dvt_V", np.float64), ("e0", np.float64))
+    modes = ("exact", "expected", "gaussian", "factorial")
+    """The update modes :meth:`kernel` serves."""
 
     def __init__(self, device, shape, train, timing):
         out_size, in_size = shape
@@ -384,55 +392,43 @@ class CTFPlan:
         self._dev = (self._cst, self._mi, tt.tab, float(train.pw), float(train.period), carry, bool(tt.by_slot),
                      float(device.tau_off), float(device.vt_ref), float(device.v_unit), self.state["_last_row"],
                      self.state["_stamp_row"], self.state["_stamp_counter"])
-        self._no_tab = np.zeros((2, VAR_GRID + 1))
-        self._var_tabs: dict[int, np.ndarray] = {}
+        self._shape = (out_size, in_size)
+        # Gaussian mode: variance tables by BL, filled by the kernel on first use (kernel())
+        self._var_tabs = np.zeros((1, 2, VAR_GRID + 1))
+        self._have = np.zeros(1, dtype=np.bool_)
         self._corr: np.ndarray | None = None
 
-    def exact(self, X, D, ctl, w, cells, bufs, stats):
-        return update_exact(X, D, ctl, w, cells, self._dev, bufs, stats)
+    def kernel(self, mode: str, bias_plan: "CTFPlan | None" = None) -> tuple:
+        """(numba batch kernel, its ``dev`` tuple) of update mode ``mode``, with the common signature
+        ``fn(X, D, ctl, w, cells, dev, bufs, stats) -> (status, sample)`` (:mod:`ctfrpu.kernels.bundle`):
+        'exact'; 'expected' and 'gaussian' (``ctl`` says which); 'factorial' (this plan's noise,
+        ``bias_plan``'s bias, :func:`update_factorial`). The tile and the compiled training loop call
+        whatever this returns."""
+        if mode == "exact":
+            return update_exact, self._dev
+        if mode in ("expected", "gaussian"):
+            if mode == "gaussian" and self._var_tabs.shape[0] == 1:      # every BL 1..N may occur
+                self._var_tabs = np.zeros((self.train.n + 1, 2, VAR_GRID + 1))
+                self._have = np.zeros(self.train.n + 1, dtype=np.bool_)
+            dev = self.device
+            return update_expected, (self._cst_mean, self._mi, float(dev.vt_ref), float(dev.v_unit), self._var_tabs,
+                                     self._have)
+        if mode == "factorial":
+            return update_factorial, self._factorial_dev(bias_plan)
+        raise CtfrpuError(f"CTF device: no update kernel for mode {mode!r}")
 
     def apply(self, w, cells, bufs, t0, sink, out):
         return apply(w, cells, self._dev, bufs, t0, sink, True, out)
 
-    def factorial(self, X, D, ctl, w, cells, bufs, stats, bias_plan: "CTFPlan"):
-        """The 2 x 2 ablation update (:func:`update_factorial`): this plan's noise, ``bias_plan``'s bias."""
-        if self._corr is None or self._corr.shape != w.shape:
-            self._corr = np.zeros(w.shape)
+    def _factorial_dev(self, bias_plan: "CTFPlan") -> tuple:
+        """``dev`` of :func:`update_factorial`: this plan's noise, ``bias_plan``'s bias."""
+        if self._corr is None or self._corr.shape != self._shape:
+            self._corr = np.zeros(self._shape)
         cb, cs = bias_plan._cst_mean, self._cst_mean
         if cb[C_M] != cs[C_M] or cb[C_NORM] != cs[C_NORM]:  # one saturation s(V_T) serves both designs
             raise CtfrpuError("the factorial ablation needs two designs of one device")
-        dev = (self._dev, self._cst_mean, bias_plan._cst_mean, int(bias_plan.train.n),
-               float(self.device.nominal_dw(bias_plan.train.pw)), self._corr)
-        return update_factorial(X, D, ctl, w, cells, dev, bufs, stats)
-
-    def _var_table(self, bl: int) -> np.ndarray:
-        tab = self._var_tabs.get(bl)
-        if tab is None:
-            tab = self._var_tabs[bl] = ctf_var_table(self._cst_mean, max(bl, 1))
-        return tab
-
-    def expected(self, X, D, ctl, w, cells, bufs, stats):
-        gauss, blm = ctl[10], ctl[7]
-        dev = self.device
-        if not (gauss and blm):
-            tab = self._var_table(ctl[5]) if gauss else self._no_tab
-            return update_expected(X, D, ctl, w, cells, (self._cst_mean, self._mi, float(dev.vt_ref),
-                                                         float(dev.v_unit), tab), bufs, stats)
-        # Gaussian with BL management: each sample needs the variance table of its own BL
-        base, counter, start, lrg, dw_min, n, um, _, t0, dt, _, ns = ctl
-        st, b = check_batch(X, D, lrg, dw_min, n, um, blm)
-        for k in range(X.shape[0] if st == ST_OK else 0):
-            bl = int(sample_bl(X[k], D[k], lrg, dw_min, n, blm))
-            if bl == 0:
-                stats[kx.S_UPDATES] += 1
-                continue
-            ctl_k = (base, counter + k, 0, lrg, dw_min, bl, um, blm, t0, dt, True, ns)
-            st, b = update_expected(X[k:k + 1], D[k:k + 1], ctl_k, w, cells,
-                                    (self._cst_mean, self._mi, float(dev.vt_ref), float(dev.v_unit),
-                                     self._var_table(bl)), bufs, stats)
-            if st != ST_OK:
-                return st, k
-        return st, b
+        return (self._dev, self._cst_mean, bias_plan._cst_mean, int(bias_plan.train.n),
+                float(self.device.nominal_dw(bias_plan.train.pw)), self._corr)
 
 
 # ------------------------------------------------------------------- 2 x 2 factorial ablation

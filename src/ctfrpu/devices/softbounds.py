@@ -20,7 +20,7 @@ from ..kernels import rng as _rng
 from ..kernels.cells import I_HI, I_LO, I_SCALE
 from ..kernels.expected import active_units
 from ..kernels.trains import ST_OK, check_batch, prepare
-from .base import DeviceState, check_pulse_arrays, validate_fields
+from .base import DeviceState, StepPlan, check_pulse_arrays, validate_fields
 from .ideal import coerce_fields
 
 
@@ -203,22 +203,7 @@ def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
     return ST_OK, X.shape[0]
 
 
-class SoftBoundsPlan:
-    """Per-design plan: records (scale, lo, hi), constants (dw_pulse, std), kernels."""
+class SoftBoundsPlan(StepPlan):
+    """The soft-bounds device's per-design plan (:class:`~.base.StepPlan`)."""
 
-    fields = ("rate_scale", "lo", "hi")
-    n_fields = 4
-    event_fields = ()
-
-    def __init__(self, device: SoftBoundsDevice, train):
-        self.state: dict[str, np.ndarray] = {}
-        self._dev = (float(device.rate * train.pw), float(device.dw_min_std))
-
-    def exact(self, X, D, ctl, w, cells, bufs, stats):
-        return update_exact(X, D, ctl, w, cells, self._dev, bufs, stats)
-
-    def expected(self, X, D, ctl, w, cells, bufs, stats):
-        return update_expected(X, D, ctl, w, cells, self._dev, bufs, stats)
-
-    def apply(self, w, cells, bufs, t0, sink, out):
-        return apply(w, cells, self._dev, bufs, t0, sink, True, out)
+    kernels = (update_exact, update_expected, apply)

@@ -87,6 +87,13 @@ class TrainBuffers:
     def _pack(self) -> None:
         self.args = tuple(getattr(self, name) for name in BUF_FIELDS)
 
+    def grow_to_bound(self) -> None:
+        """Grow both event buffers to their bound at once (for loops that cannot stop to grow them)."""
+        while self.grow(rows=True):
+            pass
+        while self.grow(rows=False):
+            pass
+
     def grow(self, rows: bool) -> bool:
         """Double the row (or column) event buffers; False if they are already at their bound."""
         if rows:

@@ -71,6 +71,9 @@ class Profile:
     factorial: tuple[int, int, float] | None = None
     """(N_small, N_large, t_gap) of the 2 x 2 bias x noise ablation (issue 10), on ``factorial_datasets``."""
     factorial_datasets: tuple[str, ...] = ()
+    engine: str = "compiled"
+    """``optim.engine`` of every run. The profiles whose results are committed (medium, paper) ran
+    on the reference engine and keep it, so that rerunning them resumes their stores."""
 
     def base(self, dataset: str) -> dict[str, Any]:
         data: dict[str, Any] = {"dataset": dataset}
@@ -78,8 +81,10 @@ class Profile:
             data["train_limit"] = self.train_limit
         if self.test_limit:
             data["test_limit"] = self.test_limit
-        base: dict[str, Any] = {"data": data, "optim": {"epochs": self.epochs, "lr": self.lr, "lr_decay": self.lr_decay},
-                                "model": {"hidden": list(self.hidden)}}
+        optim = {"epochs": self.epochs, "lr": self.lr, "lr_decay": self.lr_decay}
+        if self.engine != "compiled":
+            optim["engine"] = self.engine
+        base: dict[str, Any] = {"data": data, "optim": optim, "model": {"hidden": list(self.hidden)}}
         if self.timing != "slot":
             base["update"] = {"timing": self.timing}
         return base
@@ -94,7 +99,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                         "t_gap = 0.1 us"),
     Profile("medium", ("mnist", "fashion"), train_limit=8000, test_limit=None, epochs=3, lr=0.1,
             ns=(100, 300, 1000), gaps=(1e-7, 1e-4), seeds=(0, 1, 2), ablation_datasets=("mnist", "fashion"),
-            ablation_designs=((1000, 1e-7),), stats_pairs=8, stats_reps=40,
+            ablation_designs=((1000, 1e-7),), stats_pairs=8, stats_reps=40, engine="reference",
             description="one 2-core machine, 11-26 min: 8,000 training samples x 3 epochs (lr 0.1), N in "
                         "{100, 300, 1000}, t_gap in {0.1, 100} us, compensation on/off, 3 seeds, ablation on both "
                         "datasets at N = 1000, t_gap = 0.1 us"),
@@ -108,7 +113,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
             ns=(100, 300, 1000), gaps=(1e-7, 1e-5, 1e-4), seeds=(0, 1, 2, 3, 4),
             ablation_datasets=("mnist",), ablation_designs=((100, 1e-7),), params_file="preset:ctf_paper",
             timing="train", factorial=(100, 1000, 1e-7), factorial_datasets=("mnist", "fashion"),
-            stats_pairs=8, stats_reps=40,
+            stats_pairs=8, stats_reps=40, engine="reference",
             description="paper scale, OUR paper-consistent candidate preset (ctf_paper, train timing): all 60,000 "
                         "samples x 5 epochs (lr 0.1, x0.6 per epoch; FP measured 97.80 % MNIST / 87.25 % Fashion, 5 seeds), "
                         "N in {100, 300, 1000}, t_gap in {0.1, 10, 100} us, compensation on/off, 5 paired seeds, "

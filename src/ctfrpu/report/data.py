@@ -150,11 +150,11 @@ def load_studies(store) -> list[Study]:
 def _normal_key(config: dict[str, Any]) -> str:
     """Identity of a run's config across schema versions: the hash of the config re-validated with
     today's defaults (a record written before a new field existed equals one written after it)."""
-    from ..config import validate
+    from ..config import stored_config
     from ..errors import CtfrpuError
 
     try:
-        return validate({k: v for k, v in config.items() if k not in ("name", "sweep")}).hash()
+        return stored_config({k: v for k, v in config.items() if k not in ("name", "sweep")}).hash()
     except CtfrpuError:
         return json.dumps({k: v for k, v in config.items() if k not in ("name", "sweep")}, sort_keys=True)
 

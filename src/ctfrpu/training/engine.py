@@ -48,6 +48,18 @@ class FloatTile:
     def get_weights(self) -> np.ndarray:
         return self.weights.copy()
 
+    def loop_layer(self) -> tuple:
+        """This tile as a layer of the compiled training loop (:mod:`.compiled`)."""
+        from .compiled import float_layer
+
+        return float_layer(self.weights)
+
+    def loop_begin(self, layer: tuple) -> None:
+        """Nothing to move: the weights are updated in place."""
+
+    def loop_end(self, layer: tuple) -> None:
+        """Nothing to move: the weights are updated in place."""
+
     def state_dict(self) -> dict:
         return {"kind": "fp", "w": self.weights.copy()}
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import __version__
-from ..config import RunConfig, validate
+from ..config import RunConfig, stored_config
 from ..errors import CtfrpuError
 from ..store import signals_deferred
 from . import checkpoint as ckpt
@@ -125,6 +125,12 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
                 on_epoch(metrics)
     first_epoch = len(epochs) + 1
     diverged = None
+    loop = None
+    if cfg.optim.engine == "compiled":
+        from .compiled import CompiledLoop
+
+        loop = CompiledLoop(model, x_tr, y_tr, bs, cfg.model.activation)
+        chunk = max(1, _PROGRESS_EVERY // bs) * bs          # chunks end on batch boundaries
 
     bar = None
     if progress:
@@ -140,7 +146,13 @@ def _train_run(cfg, dataset, on_epoch, progress, data_dir, checkpoint) -> dict[s
             lr = cfg.optim.epoch_lr(epoch)
             order = data_rng.permutation(len(y_tr))
             loss_sum = 0.0
-            if bs == 1:
+            if loop is not None:       # Ctrl-C / SIGTERM arrive between chunks (a fraction of a second)
+                for k in range(0, len(order), chunk):
+                    stop = min(len(order), k + chunk)
+                    loss_sum += loop.run(order, k, stop, lr)
+                    if bar is not None:
+                        bar.update(stop - k)
+            elif bs == 1:
                 step = model.train_step
                 for k, i in enumerate(order):
                     loss_sum += step(x_tr[i], int(y_tr[i]), lr)
@@ -259,7 +271,7 @@ def execute_run(cfg: RunConfig | None, store, progress: bool = True, data_dir=No
             raise CtfrpuError(f"run {resume} is {record.status}; only an interrupted run (or one left "
                               f"'running' by a killed process) can be resumed")
         try:
-            cfg = validate(record.config)
+            cfg = stored_config(record.config)
         except CtfrpuError as err:
             raise CtfrpuError(f"run {resume} cannot be resumed by ctfrpu {__version__} ({err}); start it anew") \
                 from None
