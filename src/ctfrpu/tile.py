@@ -459,7 +459,7 @@ class AnalogTile:
         n_extra = len(self._plan.event_fields)
         out = (np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m), np.empty(m),
                np.empty(m if n_extra > 0 else 0), np.empty(m if n_extra > 1 else 0))
-        cnt = self._plan.apply(self._w, self._cells, bufs.args, t0, self._stats[kx.S_SINK:], out)
+        cnt = self._plan.apply(self._w, self._cells, bufs.args, t0, out)
         assert cnt == m
         kx.account(self._stats, cnt, er, ec, clipped)
         ev = np.zeros(m, dtype=self._event_dtype)

@@ -126,5 +126,5 @@ class StepPlan:
             raise CtfrpuError(f"{type(self).__name__}: no update kernel for mode {mode!r}")
         return self.kernels[0 if mode == "exact" else 1], self._dev
 
-    def apply(self, w, cells, bufs, t0, sink, out):
-        return self.kernels[2](w, cells, self._dev, bufs, t0, sink, True, out)
+    def apply(self, w, cells, bufs, t0, out):
+        return self.kernels[2](w, cells, self._dev, bufs, t0, True, out)

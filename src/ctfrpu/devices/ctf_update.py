@@ -119,7 +119,7 @@ def pulse_vec(vt, e0, sign, kscale, lo, hi, cst, mi, xi, vt_out, e_out):
 
 
 @numba.njit(cache=True)
-def apply(w, cells, dev, bufs, t0, sink, rec, out):
+def apply(w, cells, dev, bufs, t0, rec, out):
     """One CTF pulse per coincidence of the drawn sample, each cell's pulses in time order; returns
     the number applied. cells[j, i] = (vt, e, t_last, kscale, lo, hi, -, -) (:mod:`ctfrpu.kernels.cells`).
 
@@ -133,8 +133,8 @@ def apply(w, cells, dev, bufs, t0, sink, rec, out):
     cst, mi, tab, pw, period, carry, by_slot, tau_off, vt_ref, v_unit, last_row, stamp_row, stamp_counter = dev
     (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
     r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0 = out
-    acc, n_p = kx.touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    sink[0] += acc
+    plist = kx.pulse_cells(cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    n_p = plist.size
     n_out = w.shape[0]
     kp, lp, ap, cp, ke, le, ae, ce = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7]
     m = cst[C_M]
@@ -151,6 +151,7 @@ def apply(w, cells, dev, bufs, t0, sink, rec, out):
             k = col_slots[t]
             for r in range(slot_ptr[k], slot_ptr[k + 1]):
                 i = slot_rows[r]
+                kx.prefetch_ahead(cells, w, plist, cnt)
                 s = sx[i] * sdj
                 pol = 1 if s > 0 else 2
                 cell = cells[j, i]
@@ -202,7 +203,7 @@ def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
         stats[kx.S_UPDATES] += 1
         if bl == 0:
             continue
-        cnt = apply(w, cells, dev, bufs, t_start + b * t_step, stats[kx.S_SINK:], False, out)
+        cnt = apply(w, cells, dev, bufs, t_start + b * t_step, False, out)
         kx.account(stats, cnt, er, ec, clipped)
     return ST_OK, X.shape[0]
 
@@ -417,8 +418,8 @@ class CTFPlan:
             return update_factorial, self._factorial_dev(bias_plan)
         raise CtfrpuError(f"CTF device: no update kernel for mode {mode!r}")
 
-    def apply(self, w, cells, bufs, t0, sink, out):
-        return apply(w, cells, self._dev, bufs, t0, sink, True, out)
+    def apply(self, w, cells, bufs, t0, out):
+        return apply(w, cells, self._dev, bufs, t0, True, out)
 
     def _factorial_dev(self, bias_plan: "CTFPlan") -> tuple:
         """``dev`` of :func:`update_factorial`: this plan's noise, ``bias_plan``'s bias."""
@@ -522,7 +523,7 @@ def update_factorial(X, D, ctl, w, cells, dev, bufs, stats):
         nc = _nonzero(D[b], ci)
         st, bl, clipped, er, ec = kx.draw_sample(X[b], D[b], ctl, b, bufs)
         if st == ST_OK and bl > 0:
-            cnt = apply(w, cells, dev_s, bufs, t_start + b * t_step, stats[kx.S_SINK:], False, out)
+            cnt = apply(w, cells, dev_s, bufs, t_start + b * t_step, False, out)
             kx.account(stats, cnt, er, ec, clipped)
         for jj in range(nc):
             j = ci[jj]

@@ -163,14 +163,14 @@ class IdealDevice:
 
 
 @numba.njit(cache=True)
-def apply(w, cells, dev, bufs, t0, sink, rec, out):
+def apply(w, cells, dev, bufs, t0, rec, out):
     """One pulse per coincidence: dw = s dw_pulse scale (1 + std xi), w <- clip(w + dw, lo, hi);
     returns the number applied. With ``rec`` the events go to ``out``."""
     dw_pulse, std = dev
     (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
     r_row, r_col, r_slot, r_sign, r_dw, _, _ = out
-    acc, n_p = kx.touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    sink[0] += acc
+    plist = kx.pulse_cells(cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    n_p = plist.size
     z = kx.pulse_normals(std > 0.0, n_p, rs)
     n_out = w.shape[0]
     cnt = 0
@@ -180,6 +180,7 @@ def apply(w, cells, dev, bufs, t0, sink, rec, out):
             k = col_slots[t]
             for r in range(slot_ptr[k], slot_ptr[k + 1]):
                 i = slot_rows[r]
+                kx.prefetch_ahead(cells, w, plist, cnt)
                 s = sx[i] * sdj
                 cell = cells[j, i]
                 dw = s * dw_pulse * cell[I_SCALE]
@@ -212,7 +213,7 @@ def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
         stats[kx.S_UPDATES] += 1
         if bl == 0:
             continue
-        cnt = apply(w, cells, dev, bufs, 0.0, stats[kx.S_SINK:], False, out)
+        cnt = apply(w, cells, dev, bufs, 0.0, False, out)
         kx.account(stats, cnt, er, ec, clipped)
     return ST_OK, X.shape[0]
 

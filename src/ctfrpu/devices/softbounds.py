@@ -123,13 +123,13 @@ class SoftBoundsDevice:
 
 
 @numba.njit(cache=True)
-def apply(w, cells, dev, bufs, t0, sink, rec, out):
+def apply(w, cells, dev, bufs, t0, rec, out):
     """One soft-bounds pulse per coincidence (each cell's pulses in time order); returns the count."""
     dw_pulse, std = dev
     (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
     r_row, r_col, r_slot, r_sign, r_dw, _, _ = out
-    acc, n_p = kx.touch_cells(w, cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    sink[0] += acc
+    plist = kx.pulse_cells(cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    n_p = plist.size
     z = kx.pulse_normals(std > 0.0, n_p, rs)
     cnt = 0
     for j in range(w.shape[0]):
@@ -137,6 +137,7 @@ def apply(w, cells, dev, bufs, t0, sink, rec, out):
             k = col_slots[t]
             for r in range(slot_ptr[k], slot_ptr[k + 1]):
                 i = slot_rows[r]
+                kx.prefetch_ahead(cells, w, plist, cnt)
                 s = sx[i] * sd[j]
                 cell = cells[j, i]
                 old = w[j, i]
@@ -164,7 +165,7 @@ def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
             return st, b
         stats[kx.S_UPDATES] += 1
         if bl > 0:
-            kx.account(stats, apply(w, cells, dev, bufs, 0.0, stats[kx.S_SINK:], False, out), er, ec, clipped)
+            kx.account(stats, apply(w, cells, dev, bufs, 0.0, False, out), er, ec, clipped)
     return ST_OK, X.shape[0]
 
 

@@ -4,7 +4,7 @@ Every device's kernels share one signature (see ``docs/architecture.md``)::
 
     exact(X, D, ctl, w, cells, dev, bufs, stats) -> (status, sample)
     expected(X, D, ctl, w, cells, dev, bufs, stats) -> (status, sample)
-    apply(w, cells, dev, bufs, t0, sink, rec, out) -> pulses applied      (one drawn sample)
+    apply(w, cells, dev, bufs, t0, rec, out) -> pulses applied      (one drawn sample)
 
 * ``ctl`` -- the per-call scalars, a plain tuple built by :func:`make_ctl` (order: :data:`CTL_FIELDS`);
 * ``bufs`` -- the tile's scratch for drawing trains, a plain tuple (order: :data:`BUF_FIELDS`) owned
