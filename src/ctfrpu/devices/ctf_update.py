@@ -133,8 +133,8 @@ def apply(w, cells, dev, bufs, t0, rec, out):
     cst, mi, tab, pw, period, carry, by_slot, tau_off, vt_ref, v_unit, last_row, stamp_row, stamp_counter = dev
     (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
     r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0 = out
-    plist = kx.pulse_cells(cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    n_p = plist.size
+    pj, pk, pi = kx.coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    n_p = pj.size
     n_out = w.shape[0]
     kp, lp, ap, cp, ke, le, ae, ce = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7]
     m = cst[C_M]
@@ -143,47 +143,44 @@ def apply(w, cells, dev, bufs, t0, rec, out):
     inv_unit = 1.0 / v_unit
     z = kx.pulse_normals(dv_std > 0.0, n_p, rs)
     stamp_base = stamp_counter[0]
-    cnt = 0
-    for j in range(n_out):
-        sdj = sd[j]
+    for cnt in range(n_p):
+        j = pj[cnt]
+        k = pk[cnt]
+        i = pi[cnt]
+        kx.prefetch_ahead(cells, w, pj, pi, cnt)
         stamp = stamp_base + j
-        for t in range(col_ptr[j], col_ptr[j + 1]):
-            k = col_slots[t]
-            for r in range(slot_ptr[k], slot_ptr[k + 1]):
-                i = slot_rows[r]
-                kx.prefetch_ahead(cells, w, plist, cnt)
-                s = sx[i] * sdj
-                pol = 1 if s > 0 else 2
-                cell = cells[j, i]
-                same = stamp_row[i] == stamp            # cell already pulsed in this update
-                pos = k if by_slot else (last_row[i] + 1 if same else 0)
-                g = pos - last_row[i] if same else 0
-                tstart = t0 + pos * period
-                e0 = (cell[C_E] * tab[0, g] if same else 0.0) + tab[pol, g]
-                if carry and not same:
-                    e0 = cell[C_E] * math.exp(-(tstart - cell[C_TLAST]) / tau_off) + tab[pol, 0]
-                xi = z[cnt] if dv_std > 0.0 else 0.0
-                old = cell[C_VT]
-                vt_new, e_new = pulse_s(old, e0, s, cell[C_KS], cell[C_LO], cell[C_HI], kp, lp, ap, cp, ke, le,
-                                        ae, ce, mi, m, inv_norm, dv_std, xi)
-                cell[C_VT] = vt_new
-                cell[C_E] = e_new
-                cell[C_TLAST] = tstart + pw
-                nw = (vt_new - vt_ref) * inv_unit
-                if rec:
-                    r_row[cnt] = i
-                    r_col[cnt] = j
-                    r_slot[cnt] = k
-                    r_sign[cnt] = s
-                    r_dw[cnt] = nw - w[j, i]
-                    r_dvt[cnt] = vt_new - old
-                    r_e0[cnt] = e0
-                w[j, i] = nw
-                stamp_row[i] = stamp
-                last_row[i] = pos
-                cnt += 1
+        sdj = sd[j]
+        s = sx[i] * sdj
+        pol = 1 if s > 0 else 2
+        cell = cells[j, i]
+        same = stamp_row[i] == stamp            # cell already pulsed in this update
+        pos = k if by_slot else (last_row[i] + 1 if same else 0)
+        g = pos - last_row[i] if same else 0
+        tstart = t0 + pos * period
+        e0 = (cell[C_E] * tab[0, g] if same else 0.0) + tab[pol, g]
+        if carry and not same:
+            e0 = cell[C_E] * math.exp(-(tstart - cell[C_TLAST]) / tau_off) + tab[pol, 0]
+        xi = z[cnt] if dv_std > 0.0 else 0.0
+        old = cell[C_VT]
+        vt_new, e_new = pulse_s(old, e0, s, cell[C_KS], cell[C_LO], cell[C_HI], kp, lp, ap, cp, ke, le,
+                                ae, ce, mi, m, inv_norm, dv_std, xi)
+        cell[C_VT] = vt_new
+        cell[C_E] = e_new
+        cell[C_TLAST] = tstart + pw
+        nw = (vt_new - vt_ref) * inv_unit
+        if rec:
+            r_row[cnt] = i
+            r_col[cnt] = j
+            r_slot[cnt] = k
+            r_sign[cnt] = s
+            r_dw[cnt] = nw - w[j, i]
+            r_dvt[cnt] = vt_new - old
+            r_e0[cnt] = e0
+        w[j, i] = nw
+        stamp_row[i] = stamp
+        last_row[i] = pos
     stamp_counter[0] += n_out
-    return cnt
+    return n_p
 
 
 @numba.njit(cache=True)

@@ -169,34 +169,30 @@ def apply(w, cells, dev, bufs, t0, rec, out):
     dw_pulse, std = dev
     (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
     r_row, r_col, r_slot, r_sign, r_dw, _, _ = out
-    plist = kx.pulse_cells(cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    n_p = plist.size
+    pj, pk, pi = kx.coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots)
+    n_p = pj.size
     z = kx.pulse_normals(std > 0.0, n_p, rs)
-    n_out = w.shape[0]
-    cnt = 0
-    for j in range(n_out):
+    for cnt in range(n_p):
+        j = pj[cnt]
+        k = pk[cnt]
+        i = pi[cnt]
+        kx.prefetch_ahead(cells, w, pj, pi, cnt)
         sdj = sd[j]
-        for t in range(col_ptr[j], col_ptr[j + 1]):
-            k = col_slots[t]
-            for r in range(slot_ptr[k], slot_ptr[k + 1]):
-                i = slot_rows[r]
-                kx.prefetch_ahead(cells, w, plist, cnt)
-                s = sx[i] * sdj
-                cell = cells[j, i]
-                dw = s * dw_pulse * cell[I_SCALE]
-                if std > 0.0:
-                    dw *= 1.0 + std * z[cnt]
-                old = w[j, i]
-                nw = min(max(old + dw, cell[I_LO]), cell[I_HI])
-                w[j, i] = nw
-                if rec:
-                    r_row[cnt] = i
-                    r_col[cnt] = j
-                    r_slot[cnt] = k
-                    r_sign[cnt] = s
-                    r_dw[cnt] = nw - old
-                cnt += 1
-    return cnt
+        s = sx[i] * sdj
+        cell = cells[j, i]
+        dw = s * dw_pulse * cell[I_SCALE]
+        if std > 0.0:
+            dw *= 1.0 + std * z[cnt]
+        old = w[j, i]
+        nw = min(max(old + dw, cell[I_LO]), cell[I_HI])
+        w[j, i] = nw
+        if rec:
+            r_row[cnt] = i
+            r_col[cnt] = j
+            r_slot[cnt] = k
+            r_sign[cnt] = s
+            r_dw[cnt] = nw - old
+    return n_p
 
 
 @numba.njit(cache=True)
