@@ -23,6 +23,15 @@ Usage::
         [--train-limit 60000] [--block 500] [--lr 0.01] [--params preset:ctf_paper]
         [--methods compiled,reference,torch] [--torch-threads 1,0]   (0 = torch's default)
         [--n-sweep 100,300,1000,3000] [--sweep-limit 3000] [--batch-sweep 1,8,32,128]
+        [--project full] [--project-workers 2,64]
+
+``--project PROFILE`` is the paper-scale line: the wall time of ``ctfrpu reproduce --profile
+PROFILE`` on the compiled engine, from per-sample times measured here for every cost class of the
+profile's runs (device, update mode, N, compensation, dataset; samples 500-3,500 of training),
+scaled by epochs x 60,000 samples, packed longest first on 2 and 64 workers (LPT,
+``benchmarks/project_profile.py``). Pulses per sample grow as training proceeds, so the short
+window underestimates a run: when the main comparison ran a longer epoch of the same class, the
+projection is also given corrected by the ratio of the two per-sample times.
 """
 
 from __future__ import annotations
@@ -164,6 +173,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n-sweep", default="", help="N values of the time-vs-N sweep (compiled), e.g. 100,300,1000,3000")
     ap.add_argument("--sweep-limit", type=int, default=3000, help="samples per point of the sweeps")
     ap.add_argument("--batch-sweep", default="", help="batch sizes of the time-vs-batch sweep, e.g. 1,8,32,128")
+    ap.add_argument("--project", default="", help="reproduction profile to project (e.g. full)")
+    ap.add_argument("--project-workers", default="2,64")
     args = ap.parse_args(argv)
     x, y, xte, yte, name = load(args.train_limit)
     ns, bs = len(y), args.batch_size
@@ -225,6 +236,62 @@ def main(argv=None) -> None:
                 m.train(0, blk)
             s = interleaved(pair, blk + lim_b, blk, blk)
             print(f"{b:>6} {s['c'] / lim_b * 1e6:12.1f} {s['t'] / lim_b * 1e6:9.1f} {s['c'] / s['t']:6.2f}")
+
+
+    if args.project:
+        main_us = sec["compiled"] / timed * 1e6 if "compiled" in sec and bs == 1 else None
+        project(args.project, args.project_workers, args.block, lim, cfg, main_us)
+
+
+def project(name: str, workers: str, warm: int, lim: int, main_cfg, main_us: float | None) -> None:
+    """The paper-scale line (see the module doc)."""
+    import sys
+    from pathlib import Path
+
+    from ctfrpu.data import load_dataset
+    from ctfrpu.pipeline.reproduce import get_profile, grid_configs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from project_profile import lpt
+
+    configs = [c.model_copy(update={"optim": c.optim.model_copy(update={"engine": "compiled"})})
+               for c in grid_configs(get_profile(name))]
+
+    def key(c):
+        return (c.data.dataset, c.device.kind, c.update.mode, c.pulses.n if c.device.kind != "fp" else 0,
+                c.compensation.kind, c.optim.batch_size)
+
+    classes: dict = {}
+    for c in configs:
+        classes.setdefault(key(c), c)
+    data = {}
+    print(f"
+projection of profile {name!r}: {len(configs)} runs, {len(classes)} cost classes, each timed over "
+          f"training samples {warm}-{warm + lim} (compiled engine)")
+    print(f"{'dataset':8} {'device':6} {'mode':9} {'N':>5} {'comp':5} {'us/sample':>10}")
+    per_sample = {}
+    for k, c in classes.items():
+        if c.data.dataset not in data:
+            ds = load_dataset(c.data.dataset)
+            data[c.data.dataset] = (np.ascontiguousarray(ds.x_train[:warm + lim]), ds.y_train[:warm + lim].astype(np.int64))
+        x, y = data[c.data.dataset]
+        m = Ctfrpu(c, "compiled", x, y)
+        m.train(0, warm)
+        per_sample[k] = m.train(warm, warm + lim) / lim
+        print(f"{k[0]:8} {k[1]:6} {k[2]:9} {k[3]:>5} {k[4]:5} {per_sample[k] * 1e6:10.1f}")
+    times = [per_sample[key(c)] * (c.data.train_limit or 60000) * c.optim.epochs for c in configs]
+    factor = None
+    if main_us is not None:
+        mk = ("mnist", main_cfg.device.kind, "exact", main_cfg.pulses.n, "none", 1)
+        if mk in per_sample and main_cfg.optim.lr == configs[0].optim.lr:
+            factor = main_us / (per_sample[mk] * 1e6)
+    print(f"sum of run times: {sum(times) / 3600:.1f} h")
+    for w in (int(v) for v in workers.split(",")):
+        line = f"wall on {w:3d} workers (LPT packing): {lpt(times, w) / 3600:.1f} h"
+        if factor:
+            line += f"; {lpt([t * factor for t in times], w) / 3600:.1f} h scaled by the main comparison's " \
+                    f"longer-epoch per-sample time (x{factor:.2f})"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ LR = 0.1
 @pytest.fixture(scope="module")
 def data():
     ds = load_dataset("synthetic")
-    x = np.ascontiguousarray(ds.x_train[:SAMPLES], dtype=np.float64)
+    x = np.array(ds.x_train[:SAMPLES], dtype=np.float64)
+    x[np.random.default_rng(0).random(x.shape) < 0.8] = 0.0     # image-like: most inputs zero
     return x, ds.y_train[:SAMPLES].astype(np.int64)
 
 
@@ -71,6 +72,9 @@ def test_compiled_loop_agrees_with_the_reference_engine(data, case):
     (ref, comp), bs = _models(case)
     loss_ref = _reference(ref, x, y, bs)
     loop = CompiledLoop(comp, x, y, bs, "sigmoid")
+    # the pulse-exact runs at batch 1 without I/O periphery take the input-sparse first layer
+    assert loop.sparse_input == (bs == 1 and CASES[case][0].get("update", {}).get("mode", "exact") == "exact"
+                                 and "device" in CASES[case][0] and "io" not in CASES[case][0])
     loss_comp = loop.run(np.arange(len(y), dtype=np.int64), 0, len(y), LR)
     assert loss_comp == pytest.approx(loss_ref, rel=1e-10)
     (w_ref, b_ref), (w_comp, b_comp) = _state(ref), _state(comp)
@@ -159,3 +163,38 @@ def test_gaussian_mode_with_bl_management_uses_each_samples_own_variance_table(d
         for bl in np.flatnonzero(plan._have):
             np.testing.assert_array_equal(plan._var_tabs[bl], ctf_var_table(plan._cst_mean, int(bl)))
         assert not plan._var_tabs[~plan._have].any()
+
+
+@pytest.mark.parametrize("kind", ["ctf", "ideal"])
+def test_column_major_weights_pulse_like_row_major(data, kind):
+    """The compiled loop's tiles keep W column-major; the pulsed update is the same, bit for bit."""
+    from ctfrpu.config import IOConfig, UpdateConfig
+    from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
+    from ctfrpu.tile import AnalogTile
+
+    x, _ = data
+    dev = CTFDevice(dv_std=0.1) if kind == "ctf" else IdealDevice(dw_min_std=0.2)
+    d = np.random.default_rng(1).normal(0, 0.05, (40, 12))
+    w0 = np.random.default_rng(2).uniform(-0.1, 0.1, (12, 784))
+    tiles = [AnalogTile(12, 784, dev, PulseTrain.from_on_time(300, 5e-3, 1e-6), UpdateConfig(), IOConfig(),
+                        np.random.default_rng(3), w0=w0, weight_order=order) for order in ("C", "F")]
+    assert tiles[1].weights.flags.f_contiguous
+    for t in tiles:
+        t.update(x[:40], d, 0.1)
+    assert np.array_equal(tiles[0].weights, tiles[1].weights)
+    assert np.array_equal(tiles[0]._cells, tiles[1]._cells)
+
+
+def test_float32_inputs_train_exactly_like_their_float64_values(data):
+    """The runner keeps float32 datasets float32 for the compiled loop (half the memory); each sample
+    is widened exactly as it is copied in, so the run is the same bit for bit."""
+    x, y = data
+    x32 = x.astype(np.float32)
+    (a, b), bs = _models("ctf")
+    order = np.arange(len(y), dtype=np.int64)
+    CompiledLoop(a, x32.astype(np.float64), y, bs, "sigmoid").run(order, 0, len(y), LR)
+    loop = CompiledLoop(b, x32, y, bs, "sigmoid")
+    assert loop.x.dtype == np.float32
+    loop.run(order, 0, len(y), LR)
+    for u, v in zip(_state(a)[0] + _state(a)[1], _state(b)[0] + _state(b)[1]):
+        assert np.array_equal(u, v)

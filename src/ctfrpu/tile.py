@@ -99,7 +99,7 @@ class AnalogTile:
 
     def __init__(self, out_size: int, in_size: int, device, train: PulseTrain, update: UpdateConfig,
                  io: IOConfig, rng: np.random.Generator, w0: np.ndarray | None = None, gain: float = 1.0,
-                 bias_train: PulseTrain | None = None):
+                 bias_train: PulseTrain | None = None, weight_order: str = "C"):
         self.out_size = _as_int(out_size, "out_size")
         self.in_size = _as_int(in_size, "in_size")
         kind = device_kind(device)
@@ -135,7 +135,12 @@ class AnalogTile:
         st = device.init_state(shape, rng, w0)
         plan = device.plan(shape, train, self.timing)
         self._plan = plan
-        self._w = aligned_records(shape, 1)[..., 0]      # C-contiguous (fields = 1), huge pages if large
+        if weight_order not in ("C", "F"):
+            raise CtfrpuError(f"AnalogTile: weight_order must be 'C' or 'F', got {weight_order!r}")
+        # C-contiguous (fields = 1), huge pages if large; 'F': column-major -- the layout of the
+        # compiled loop, whose input-sparse forward reads the columns of W (training.compiled)
+        self._w = aligned_records(shape, 1)[..., 0] if weight_order == "C" else \
+            aligned_records(shape[::-1], 1)[..., 0].T
         self._w[...] = st.w
         cells = aligned_records(shape, plan.n_fields)
         for k, name in enumerate(plan.fields):
@@ -171,7 +176,7 @@ class AnalogTile:
         self._kernel_cache = None
 
     @classmethod
-    def from_config(cls, cfg, w0: np.ndarray, rng: np.random.Generator) -> "AnalogTile":
+    def from_config(cls, cfg, w0: np.ndarray, rng: np.random.Generator, weight_order: str = "C") -> "AnalogTile":
         """The tile of a :class:`ctfrpu.config.RunConfig` for initial weights ``w0`` (out, in): its
         device (registry, parameter file, overrides), pulse train, update mode and timing, I/O
         periphery and compensation gain -- the one road from a config to a tile (training runner,
@@ -192,7 +197,8 @@ class AnalogTile:
                                   "would need their own gains")
             bias_train = PulseTrain.from_config(cfg.pulses.model_copy(update={"n": cfg.update.bias_pulses}))
         out_size, in_size = np.shape(w0)
-        return cls(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain, bias_train=bias_train)
+        return cls(out_size, in_size, device, train, cfg.update, cfg.io, rng, w0=w0, gain=gain, bias_train=bias_train,
+                   weight_order=weight_order)
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -210,7 +216,8 @@ class AnalogTile:
 
     @property
     def weights(self) -> np.ndarray:
-        """Current weights, (out, in) float64 C-contiguous, read-only view updated in place."""
+        """Current weights, (out, in) float64, read-only view updated in place; C-contiguous unless the
+        tile was built with ``weight_order='F'`` (column-major, the compiled training loop's layout)."""
         return self._w_ro
 
     @property

@@ -78,9 +78,9 @@ def coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots):
 def prefetch_ahead(cells, w, pj, pi, c):
     """Prefetch the record and weight of the cell PREFETCH_AHEAD pulses after pulse ``c``."""
     a = min(c + PREFETCH_AHEAD, pj.size - 1)
-    f = pj[a] * cells.shape[1] + pi[a]
-    prefetch(cells, f * cells.shape[2])
-    prefetch(w, f)
+    j, i = pj[a], pi[a]
+    prefetch(cells, (j * cells.shape[1] + i) * cells.shape[2])
+    prefetch(w, (j * w.strides[0] + i * w.strides[1]) >> 3)      # row- or column-major weights
 
 
 @numba.njit(cache=True)

@@ -42,6 +42,11 @@ ST_BAD_BACKWARD = 102
 
 ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2}
 
+SPARSE_INPUT = 0.6
+"""Below this fraction of nonzero inputs the first layer's forward skips the zero inputs: the
+column walk costs ~46 ns per nonzero input of a 256-unit layer against ~25 us for the dense product
+of a 256 x 784 layer, so it pays below ~69 % (MNIST 19 %, Fashion-MNIST 50 %)."""
+
 # the fields of a layer tuple (see AnalogTile.loop_layer / FloatTile.loop_layer)
 L_W, L_CELLS, L_DEV, L_BUFS, L_STATS, L_CTL0, L_COUNTER, L_CLOCK, L_IO, L_RNG, L_ANALOG = range(11)
 
@@ -124,6 +129,27 @@ def _mvm(layer, a, out, transposed):
     return True
 
 
+@numba.njit(cache=True)
+def _sparse_forward(layer, x, y):
+    """y = W x for a mostly-zero x (an image's pixels) and a column-major W: the sum over the
+    columns W[:, i] with x_i != 0, in increasing i, each a contiguous axpy (MNIST: 19 % of the
+    pixels are nonzero; 7 us against 25 us for the dense BLAS product of a 256 x 784 layer, which
+    reads all 1.6 MB of W). False if x is not finite (analog input check)."""
+    if layer[L_ANALOG]:
+        for i in range(x.size):
+            if not np.isfinite(x[i]):
+                return False
+    wt = layer[L_W].T                        # (in, out), C-contiguous for a column-major W
+    y[:] = 0.0
+    for i in range(x.size):
+        v = x[i]
+        if v != 0.0:
+            col = wt[i]
+            for j in range(y.size):
+                y[j] += v * col[j]
+    return True
+
+
 @numba.njit(cache=True, inline="always")
 def _activate(z, act):
     for r in range(z.shape[0]):
@@ -146,8 +172,9 @@ def _dact(y, act):
     return 1.0 if y > 0 else 0.0
 
 
-def _chunk(fn, layers, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act):
-    """Train samples order[pos0:pos1] in mini-batches of ``bs`` (pos0 on a batch boundary).
+def _chunk(fn, layers, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act, sparse0):
+    """Train samples order[pos0:pos1] in mini-batches of ``bs`` (pos0 on a batch boundary);
+    ``sparse0``: the first layer's forward by :func:`_sparse_forward` (batch 1, column-major W).
 
     Returns (status, layer, pos, sample, loss): status ST_OK, or the failing kernel's status with
     its layer, the position of its batch and the sample within it (the batch is left in hs / ds for
@@ -166,7 +193,11 @@ def _chunk(fn, layers, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act):
         for k in range(n_layers):                                   # forward
             layer = layers[k]
             z = hs[k + 1][:nb]
-            if not _mvm(layer, hs[k][:nb], z, False):
+            if k == 0 and sparse0 and nb == 1:
+                ok = _sparse_forward(layer, hs[0][0], z[0])
+            else:
+                ok = _mvm(layer, hs[k][:nb], z, False)
+            if not ok:
                 return ST_BAD_FORWARD, k, pos, zero, loss
             bias = biases[k]
             for r in range(nb):
@@ -240,7 +271,7 @@ def _dispatcher(fn, args: tuple):
 class CompiledLoop:
     """Trains an :class:`~.engine.MLP` chunk by chunk with :func:`_chunk` (see the module doc).
 
-    ``x`` (samples, inputs) float64 C-contiguous, ``y`` the labels, ``batch_size`` B. Each
+    ``x`` (samples, inputs) float64 or float32, ``y`` the labels, ``batch_size`` B. Each
     :meth:`run` trains ``order[pos0:pos1]`` and returns the summed loss; the tiles' counters and
     clocks are read before and written back after every call, so checkpoints, ``state_dict`` and
     the reference path see the same state between chunks.
@@ -261,12 +292,20 @@ class CompiledLoop:
         sizes = [self._layers[0][L_W].shape[1]] + [layer[L_W].shape[0] for layer in self._layers]
         self._hs = tuple(np.zeros((batch_size, s)) for s in sizes)
         self._ds = tuple(np.zeros((batch_size, s)) for s in sizes[1:])
-        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        # float32 inputs stay float32 (widened exactly per sample as they are copied in)
+        self.x = np.ascontiguousarray(x, dtype=np.float32 if np.asarray(x).dtype == np.float32 else np.float64)
         self.y = np.ascontiguousarray(y, dtype=np.int64)
         self.batch_size = int(batch_size)
         self._act = ACTIVATIONS[activation]
+        first = self._layers[0]
+        self.sparse_input = bool(self.batch_size == 1 and first[L_W].flags.f_contiguous
+                                 and first[L_IO] == (0.0, 0.0, 0.0)
+                                 and np.count_nonzero(self.x) < SPARSE_INPUT * self.x.size)
+        """The first layer's forward reads only the columns of W where x is nonzero (see
+        :func:`_sparse_forward`): batch 1, a column-major W (the runner's pulse-exact tiles), no I/O
+        periphery, and inputs less than :data:`SPARSE_INPUT` nonzero on average."""
         self._run = _dispatcher(self._fn, (self._layers, self._biases, self._hs, self._ds, self.x, self.y,
-                                           np.zeros(1, np.int64), 0, 0, 0, 0.0, 0))
+                                           np.zeros(1, np.int64), 0, 0, 0, 0.0, 0, False))
 
     def run(self, order: np.ndarray, pos0: int, pos1: int, lr: float) -> float:
         """Train ``order[pos0:pos1]`` with learning rate ``lr``; returns the summed cross-entropy."""
@@ -274,7 +313,8 @@ class CompiledLoop:
             tile.loop_begin(layer)
         try:
             st, k, pos, bad, loss = self._run(self._fn, self._layers, self._biases, self._hs, self._ds, self.x, self.y,
-                                         order, int(pos0), int(pos1), self.batch_size, float(lr), self._act)
+                                         order, int(pos0), int(pos1), self.batch_size, float(lr), self._act,
+                                         self.sparse_input)
         finally:
             for tile, layer in zip(self.tiles, self._layers):
                 tile.loop_end(layer)
