@@ -265,8 +265,7 @@ def project(name: str, workers: str, warm: int, lim: int, main_cfg, main_us: flo
     for c in configs:
         classes.setdefault(key(c), c)
     data = {}
-    print(f"
-projection of profile {name!r}: {len(configs)} runs, {len(classes)} cost classes, each timed over "
+    print(f"\nprojection of profile {name!r}: {len(configs)} runs, {len(classes)} cost classes, each timed over "
           f"training samples {warm}-{warm + lim} (compiled engine)")
     print(f"{'dataset':8} {'device':6} {'mode':9} {'N':>5} {'comp':5} {'us/sample':>10}")
     per_sample = {}
