@@ -113,8 +113,9 @@ def test_execute_run_resume_keeps_the_run_id_and_removes_the_checkpoint(tmp_path
 
 
 def _train(env, *extra):
-    return [CTFRPU, "train", "--dataset", "synthetic", "--hidden", "32", "--train-limit", "2000",
-            "--test-limit", "200", "--lr", "0.05", "--epochs", "40", "--no-progress", *extra]
+    # long enough (~0.3 s an epoch on the compiled loop) to be caught alive after its second epoch
+    return [CTFRPU, "train", "--dataset", "synthetic", "--hidden", "256", "--train-limit", "4000",
+            "--test-limit", "200", "--lr", "0.05", "--epochs", "60", "--no-progress", *extra]
 
 
 def _wait_for_epochs(store_path, n, timeout=60.0):
@@ -160,7 +161,7 @@ def test_cli_ctrl_c_then_resume_matches_a_clean_run(tmp_path, cli_env):
     assert [m["train_loss"] for m in resumed["epochs"]] == [m["train_loss"] for m in clean["epochs"]]
     with Store(store_path) as s:
         (run,) = s.list()
-        assert run.status == "finished" and len(run.epochs) == 40
+        assert run.status == "finished" and len(run.epochs) == 60
 
 
 def _interrupted_run(store, cfg, synthetic, monkeypatch, after_epochs=2):
