@@ -67,7 +67,7 @@ from .devices.registry import device_kind
 from .devices.timing import timing_model
 from .errors import CtfrpuError
 from .kernels import exact as kx
-from .kernels.bundle import TrainBuffers, make_ctl
+from .kernels.bundle import L_CLOCK, L_COUNTER, TrainBuffers, make_ctl
 from .kernels.cells import aligned_records
 from .kernels.trains import ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, check_sample, count_coincidences
 
@@ -419,14 +419,14 @@ class AnalogTile:
 
     def loop_begin(self, layer: tuple) -> None:
         """Before a compiled chunk: the tile's sample counter, clock and gain into ``layer``."""
-        layer[6][0] = self._counter
-        layer[7][0] = self._clock
-        layer[7][1] = self._gain
+        layer[L_COUNTER][0] = self._counter
+        layer[L_CLOCK][0] = self._clock
+        layer[L_CLOCK][1] = self._gain
 
     def loop_end(self, layer: tuple) -> None:
         """After a compiled chunk: the sample counter and clock it advanced back into the tile."""
-        self._counter = int(layer[6][0])
-        self._clock = float(layer[7][0])
+        self._counter = int(layer[L_COUNTER][0])
+        self._clock = float(layer[L_CLOCK][0])
 
     def trace_update(self, x: np.ndarray, d: np.ndarray, lr: float) -> np.ndarray:
         """Apply ONE exact-mode update (x (in,), d (out,)) and return its pulse events.

@@ -33,6 +33,13 @@ start time of sample 0's train, time between trains, Gaussian noise (expected mo
 BUF_FIELDS = ("p", "q", "sx", "sd", "buf_i", "buf_f", "ev_unit_r", "ev_slot_r", "slot_ptr", "slot_cursor",
               "slot_rows", "ev_unit_c", "ev_slot_c", "col_ptr", "col_slots", "smap", "rs", "rows_idx", "cols_idx")
 
+LOOP_FIELDS = ("w", "cells", "dev", "bufs", "stats", "ctl0", "counter", "clock", "io", "rng", "analog")
+"""Fields of a layer tuple of the compiled training loop (``tile.loop_layer()``,
+:mod:`ctfrpu.training.compiled`): weights, records, kernel constants, scratch, counters, the fixed
+``ctl`` fields, sample counter [1], [clock, gain], I/O periphery (inp_res, out_res, out_noise),
+generator, analog flag."""
+(L_W, L_CELLS, L_DEV, L_BUFS, L_STATS, L_CTL0, L_COUNTER, L_CLOCK, L_IO, L_RNG, L_ANALOG) = range(len(LOOP_FIELDS))
+
 INITIAL_CAPACITY = 16384
 
 

@@ -32,6 +32,8 @@ import numpy as np
 from numba import types
 
 from ..errors import CtfrpuError
+from ..kernels.bundle import (L_ANALOG, L_BUFS, L_CELLS, L_CLOCK, L_COUNTER, L_CTL0, L_DEV, L_IO, L_RNG, L_STATS,
+                              L_W, make_ctl)
 from ..kernels.exact import N_STATS, ST_CAP_COLS, ST_CAP_ROWS
 from ..kernels.trains import ST_OK
 
@@ -47,8 +49,6 @@ SPARSE_INPUT = 0.6
 column walk costs ~46 ns per nonzero input of a 256-unit layer against ~25 us for the dense product
 of a 256 x 784 layer, so it pays below ~69 % (MNIST 19 %, Fashion-MNIST 50 %)."""
 
-# the fields of a layer tuple (see AnalogTile.loop_layer / FloatTile.loop_layer)
-L_W, L_CELLS, L_DEV, L_BUFS, L_STATS, L_CTL0, L_COUNTER, L_CLOCK, L_IO, L_RNG, L_ANALOG = range(11)
 
 
 # ------------------------------------------------------------------------------- float tiles
@@ -73,8 +73,6 @@ def fp_update(X, D, ctl, w, cells, dev, bufs, stats):
 
 def float_layer(w: np.ndarray) -> tuple:
     """A float tile's ``loop_layer()``: its weights and placeholders of the analog fields."""
-    from ..kernels.bundle import make_ctl
-
     return fp_update, (w, np.zeros((1, 1, 1)), (0.0,), (np.zeros(1),), np.zeros(N_STATS),
                        make_ctl(0, 0, 0, 0.0, 1.0, 1, False, False), np.zeros(1, np.int64), np.array([0.0, 1.0]),
                        (0.0, 0.0, 0.0), np.random.default_rng(0), False)
