@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,19 @@ def test_u_typ_reaches_only_the_compensated_arm():
     assert validate(arm_config(base, "ctf_comp")).compensation.u_typ == 0.05
     assert validate(arm_config(base, "ctf")).compensation == RunConfig().compensation
     assert validate(arm_config(base, "ctf")).hash() == validate(arm_config(BASE, "ctf")).hash()
+
+
+@pytest.mark.parametrize("profile,folder,params_file", [
+    ("medium", "medium", None), ("paper", "paper", None),
+    ("medium", "tau_off", "results/tau_off/ctf_tau_off_10ms.toml")])
+def test_committed_sweep_files_match_their_profiles(profile, folder, params_file, monkeypatch):
+    """A committed sweep file run with `ctfrpu sweep` must resume its store: the same config hashes
+    as `reproduce` (a file written before optim.engine existed ran every run afresh on the compiled
+    engine)."""
+    from ctfrpu.sweep.spec import load_sweep
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    cfgs = grid_configs(get_profile(profile), params_file=params_file)
+    runs = load_sweep(root / "results" / folder / "sweeps" / f"reproduce-{profile}.toml").runs
+    assert [r.hash for r in runs] == [c.hash() for c in cfgs]
