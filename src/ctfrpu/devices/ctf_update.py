@@ -118,7 +118,7 @@ def pulse_vec(vt, e0, sign, kscale, lo, hi, cst, mi, xi, vt_out, e_out):
 # ----------------------------------------------------------------------------- exact mode
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def apply(w, cells, dev, bufs, t0, rec, out):
     """One CTF pulse per coincidence of the drawn sample, each cell's pulses in time order; returns
     the number applied. cells[j, i] = (vt, e, t_last, kscale, lo, hi, -, -) (:mod:`ctfrpu.kernels.cells`).
@@ -151,11 +151,12 @@ def apply(w, cells, dev, bufs, t0, rec, out):
         stamp = stamp_base + j
         sdj = sd[j]
         s = sx[i] * sdj
-        pol = 1 if s > 0 else 2
+        pol = np.uint64(1) if s > 0 else np.uint64(2)   # unsigned indices: no negative-index wraparound
         cell = cells[j, i]
+        prev = last_row[i]
         same = stamp_row[i] == stamp            # cell already pulsed in this update
-        pos = k if by_slot else (last_row[i] + 1 if same else 0)
-        g = pos - last_row[i] if same else 0
+        pos = k if by_slot else (prev + 1 if same else 0)
+        g = np.uint64(pos - prev) if same else np.uint64(0)
         tstart = t0 + pos * period
         e0 = (cell[C_E] * tab[0, g] if same else 0.0) + tab[pol, g]
         if carry and not same:

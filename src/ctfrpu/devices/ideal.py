@@ -162,7 +162,7 @@ class IdealDevice:
 # (numba; common signatures of ctfrpu.kernels.bundle; cells[j, i] = (scale, lo, hi, -))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def apply(w, cells, dev, bufs, t0, rec, out):
     """One pulse per coincidence: dw = s dw_pulse scale (1 + std xi), w <- clip(w + dw, lo, hi);
     returns the number applied. With ``rec`` the events go to ``out``."""

@@ -122,7 +122,7 @@ class SoftBoundsDevice:
         return float(self.nominal_dw(train.pw)), 0.0, 1.0, 1.0, 1.0, float(self.dw_min_std)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def apply(w, cells, dev, bufs, t0, rec, out):
     """One soft-bounds pulse per coincidence (each cell's pulses in time order); returns the count."""
     dw_pulse, std = dev

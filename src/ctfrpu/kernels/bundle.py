@@ -69,7 +69,7 @@ class TrainBuffers:
         self.col_ptr = np.zeros(out_size + 1, dtype=np.int64)
         self.slot_ptr = np.zeros(n + 1, dtype=np.int64)
         self.slot_cursor = np.zeros(n, dtype=np.int64)
-        self.smap = np.zeros(n, dtype=np.int32)
+        self.smap = np.zeros(n, dtype=np.uint32)
         self.rows_idx = np.zeros(in_size, dtype=np.int64)
         self.cols_idx = np.zeros(out_size, dtype=np.int64)
         self.rs = krng.new_state()
@@ -82,14 +82,14 @@ class TrainBuffers:
         self._pack()
 
     def _alloc_rows(self) -> None:
-        self.ev_unit_r = np.zeros(self.cap_r, dtype=np.int32)
-        self.ev_slot_r = np.zeros(self.cap_r, dtype=np.int32)
-        self.slot_rows = np.zeros(self.cap_r, dtype=np.int32)
+        self.ev_unit_r = np.zeros(self.cap_r, dtype=np.uint32)
+        self.ev_slot_r = np.zeros(self.cap_r, dtype=np.uint32)
+        self.slot_rows = np.zeros(self.cap_r, dtype=np.uint32)
 
     def _alloc_cols(self) -> None:
-        self.ev_unit_c = np.zeros(self.cap_c, dtype=np.int32)
-        self.ev_slot_c = np.zeros(self.cap_c, dtype=np.int32)
-        self.col_slots = np.zeros(self.cap_c, dtype=np.int32)
+        self.ev_unit_c = np.zeros(self.cap_c, dtype=np.uint32)
+        self.ev_slot_c = np.zeros(self.cap_c, dtype=np.uint32)
+        self.col_slots = np.zeros(self.cap_c, dtype=np.uint32)
 
     def _pack(self) -> None:
         self.args = tuple(getattr(self, name) for name in BUF_FIELDS)

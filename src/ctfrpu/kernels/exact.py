@@ -56,9 +56,9 @@ def coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots):
         for t in range(col_ptr[j], col_ptr[j + 1]):
             k = col_slots[t]
             n_p += slot_ptr[k + 1] - slot_ptr[k]
-    pj = np.empty(n_p, np.int32)
-    pk = np.empty(n_p, np.int32)
-    pi = np.empty(n_p, np.int32)
+    pj = np.empty(n_p, np.uint32)      # unsigned: indexing with them needs no negative-index wraparound
+    pk = np.empty(n_p, np.uint32)
+    pi = np.empty(n_p, np.uint32)
     c = 0
     for j in range(n_out):
         for t in range(col_ptr[j], col_ptr[j + 1]):

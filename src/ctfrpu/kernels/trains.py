@@ -160,7 +160,7 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
     return bl, True, clipped
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot):
     """Draw every unit's ON slots among the m slots smap[0] < ... < smap[m-1] (independent
     Bernoulli(prob[u]) per slot; smap = 0..bl-1 for a full train) as events (ev_unit, ev_slot).
