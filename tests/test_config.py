@@ -70,3 +70,20 @@ def test_hash_ignores_labels_and_tracks_content():
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
     assert parse_value("1us") == "1us" and parse_value("[1, 2]") == [1, 2]
+
+
+@pytest.mark.parametrize("name", ["a\nb", "red\x1b[31m", "tab\there", "c1\x9b"])
+def test_run_labels_refuse_control_characters(name):
+    """Names are printed in `runs list` and logs: a newline or an escape sequence would forge rows."""
+    with pytest.raises(CtfrpuError, match="control characters"):
+        validate({"name": name})
+    assert validate({"name": "N = 1000, t_gap 0.1 µs"}).name == "N = 1000, t_gap 0.1 µs"
+
+
+def test_a_json_run_config_is_named_as_such(tmp_path):
+    from ctfrpu.config import load_toml
+
+    p = tmp_path / "c.json"
+    p.write_text('{"optim": {"lr": 0.1}}')
+    with pytest.raises(CtfrpuError, match="TOML .this looks like JSON"):
+        load_toml(p)

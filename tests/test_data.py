@@ -244,6 +244,23 @@ def test_corrupt_cache_rebuilt_silently(fake_data, garbage: bytes) -> None:
     assert cache.stat().st_size > 1000  # rewritten
 
 
+def test_cache_with_out_of_range_labels_rebuilt(fake_data) -> None:
+    """A cache whose labels were edited after it was written (same key, same shapes and dtypes) is
+    not trusted: the loader rebuilds it from the MD5-checked raw files."""
+    root, arrays = fake_data
+    load_dataset("mnist", root)
+    cache = root / "mnist" / ds_mod.CACHE_NAME
+    with np.load(cache, allow_pickle=False) as npz:
+        content = {k: npz[k] for k in npz.files}
+    content["y_train"] = content["y_train"].copy()
+    content["y_train"][:10] = 200
+    with open(cache, "wb") as fh:
+        np.savez(fh, **content)
+    data = load_dataset("mnist", root)
+    np.testing.assert_array_equal(data.y_train, arrays[layout.TRAIN_LABELS])
+    assert data.y_train.max() <= 9
+
+
 def test_truncated_cache_rebuilt_silently(fake_data) -> None:
     root, _ = fake_data
     load_dataset("mnist", root)

@@ -335,3 +335,22 @@ def test_parameters_accept_units_and_reject_bad_types():
     for bad in ({"rate": "x"}, {"rate": 0.0}, {"w_min": 0.5}):
         with pytest.raises(CtfrpuError):
             IdealDevice(**bad)
+
+
+@pytest.mark.parametrize("doc", [
+    {"device": {"kind": "ctf"}, "pulses": {"n": 5000}},                              # pw 1 us < t_d 1.2 us
+    {"device": {"kind": "ctf", "params": {"t_d_p": "2ms"}}, "pulses": {"n": 1000}},  # a unit slip: no program
+    {"device": {"kind": "ctf", "params": {"t_d_e": "2ms"}}, "pulses": {"n": 1000},   # no erase, train timing
+     "update": {"timing": "train"}},
+])
+def test_a_design_whose_pulses_change_nothing_is_refused(doc):
+    """It would train only the digital biases, at chance level, and finish without complaint."""
+    from ctfrpu.config import validate
+    from ctfrpu.devices import check_run_physics
+
+    cfg = validate(doc)
+    with pytest.raises(CtfrpuError, match="changes nothing"):
+        check_run_physics(cfg.device, cfg.pulses, cfg.update)
+    ok = validate({**doc, "pulses": {"n": 100}})                                   # pw 50 us: both polarities act
+    if "params" not in doc["device"]:
+        assert check_run_physics(ok.device, ok.pulses, ok.update)[0] is not None

@@ -144,3 +144,21 @@ def test_synthesize_is_reproducible_and_noisy_as_stated():
     assert abs(z.std() - 1.0) < 4 / np.sqrt(2 * z.size)
     with pytest.raises(CtfrpuError):
         synthesize(TRUE, noise_rel=0.0, noise_abs=0.0)
+
+
+def test_a_parameter_the_data_cannot_see_is_undetermined_not_exact():
+    """Single pulses (N = 1) never relax between pulses: tau_off has no effect on the data. Its
+    uncertainty must be infinite (a pseudo-inverse alone reports 0 along such a direction)."""
+    from ctfrpu.devices.fit import Measurements
+
+    pw = np.geomspace(1.5e-6, 100e-6, 14)
+    ones = np.ones_like(pw)
+    m = Measurements(pw=pw, n=ones.astype(int), gap=1e-6 * ones, dvt=np.zeros_like(pw), err=None)
+    clean = model_dvt(TRUE, m)
+    rng = np.random.default_rng(7)
+    err = 0.01 * np.abs(clean) + 1e-4
+    m = dataclasses.replace(m, dvt=clean + err * rng.standard_normal(pw.size), err=err)
+    res = fit(m, base=START)
+    assert res.sigma["tau_off"] == np.inf
+    assert np.isfinite(res.sigma["tau_on_p"]) and res.sigma["tau_on_p"] > 0
+    # (the well-posed fits above keep every uncertainty finite: no false alarm)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from ctfrpu.config import validate
@@ -78,6 +79,10 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, synthetic):
     path.write_bytes(b"not a pickle")
     with pytest.raises(CtfrpuError, match="unreadable.*delete it"):
         train_run(cfg, synthetic, checkpoint=path)
+    path.write_bytes(np.random.default_rng(0).bytes(4096))   # numpy would suggest loading it unsafely
+    with pytest.raises(CtfrpuError, match="unreadable.*delete it") as err:
+        train_run(cfg, synthetic, checkpoint=path)
+    assert "pickle" not in str(err.value).lower() and "allow_pickle" not in str(err.value)
 
 
 def test_execute_run_resume_keeps_the_run_id_and_removes_the_checkpoint(tmp_path, synthetic, monkeypatch):

@@ -304,3 +304,11 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path):
         assert rec.status == "finished" and rec.epochs == [{"epoch": 1}] and rec.final == {"a": 1}
         rid = s.record_run({"seed": 1}, "g", "diverged", [{"epoch": 1}], {}, "loss", 0, 1)
         assert s.get(rid).status == "diverged" and rid == 8
+
+
+def test_resume_from_a_mistyped_store_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "nonexist.db"
+    code = main(["train", "--resume", "3", "--store", str(missing), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "run store not found" in err and err.count("\n") == 1
+    assert not missing.exists()

@@ -209,6 +209,14 @@ class RunConfig(_Strict):
     compensation: CompensationConfig = Field(default_factory=CompensationConfig)
     io: IOConfig = Field(default_factory=IOConfig)
 
+    @field_validator("name", "sweep")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        # labels are printed in tables and logs: a newline or an escape sequence would forge them
+        if v is not None and any(ord(c) < 32 or 127 <= ord(c) < 160 for c in v):
+            raise ValueError("must not contain control characters (newlines, tabs, escape sequences)")
+        return v
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -367,6 +375,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise CtfrpuError(f"{p}: not a TOML text file (not UTF-8 at byte {err.start})") from None
     except OSError as err:
         raise CtfrpuError(f"cannot read {p}: {err.strerror or err}") from None
+    if p.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        raise CtfrpuError(f"{p}: configs and sweep files are TOML (this looks like JSON); write the same "
+                          f"keys as TOML tables, e.g. [optim] then lr = 0.1")
     return parse_toml_text(text, str(p))
 
 

@@ -297,7 +297,7 @@ def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase, force) -> None
     preset) or --fix. Prints each parameter with its 1-sigma uncertainty, chi^2_red / RMS and R^2,
     and writes a TOML that --device-params accepts.
     """
-    from ..devices.fit import fit, parse_fix, read_measurements, write_params
+    from ..devices.fit import PLAUSIBLE_PW_MAX, fit, parse_fix, read_measurements, write_params
 
     if not data:
         raise CtfrpuError("device fit: give the data file, e.g. `ctfrpu device fit data.csv` "
@@ -308,6 +308,9 @@ def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase, force) -> None
     plots = [Path(plot).with_suffix(s) for s in (".png", ".svg")] if plot else []
     check_outputs([out_path, *plots], inputs=[data, params_file], force=force)
     m = read_measurements(data)
+    if float(m.pw.max()) > PLAUSIBLE_PW_MAX:
+        click.echo(f"warning: pulse widths up to {float(m.pw.max()):.3g} s: bare numbers in {data} are seconds; "
+                   "if they are microseconds, write them with their unit (e.g. 5us)")
     base = _ctf(params_file)
     res = fit(m, base=base, fix=parse_fix(fixes), mirror_erase=not no_mirror_erase)
     click.echo(f"fit of our CTF model to {data} ({len(m)} trains, "
@@ -319,6 +322,10 @@ def fit_cmd(data, out, plot, fixes, params_file, no_mirror_erase, force) -> None
     if res.at_bound:
         click.echo(f"warning: {', '.join(res.at_bound)} at the search bound: the data do not constrain "
                    "it; consider --fix")
+    loose = [k for k in res.free if not math.isfinite(res.sigma[k]) and k not in res.at_bound]
+    if loose:
+        click.echo(f"warning: the data do not determine {', '.join(loose)} (infinite uncertainty; e.g. no gap "
+                   f"short enough to see the relaxation); fix it with --fix {loose[0]}=VALUE")
     for a, b, r in res.strong_correlations():
         click.echo(f"note: {a} and {b} are strongly correlated (rho = {r:+.3f}): the data fix a combination "
                    "of the two better than either alone")

@@ -13,7 +13,7 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     from ..units import parse_time
 
     try:
-        vals = tuple(parse_time(v.strip(), what) if what != "W" else float(v) for v in text.split(",") if v.strip())
+        vals = tuple(parse_time(v.strip(), what) if what != "coarseness" else float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise CtfrpuError(f"--{what}: expected a comma-separated list, got {text!r}") from None
     if not vals or any(not v > 0 for v in vals):
@@ -48,7 +48,7 @@ def explore_cmd(out_dir, params_file, timings, coarseness, tau_on, tau_off, comp
     for t in tms:
         if t not in TIMINGS:
             raise CtfrpuError(f"unknown timing model {t!r}; choose from {', '.join(TIMINGS)}")
-    pts = explore(base, tms, _floats(coarseness, "W"), _floats(tau_on, "tau-on"), _floats(tau_off, "tau-off"),
+    pts = explore(base, tms, _floats(coarseness, "coarseness"), _floats(tau_on, "tau-on"), _floats(tau_off, "tau-off"),
                   tuple(c.strip() for c in compensation.split(",") if c.strip()), lr=lr)
     paths = write_map(pts, Path(out_dir))
     good = [p for p in pts if p.promising]

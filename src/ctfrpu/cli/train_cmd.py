@@ -73,8 +73,8 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.option("--pw-mode", help="on_time (pw = t_on/N) | fixed_pw  [on_time]")
 @click.option("--t-on", help="ON-time budget per train in on_time mode, with a unit  [5ms]")
 @click.option("--pw", help="Pulse width in fixed_pw mode, with a unit  [5us]")
-@click.option("--update-mode", help="exact | expected | gaussian  [exact]")
-@click.option("--compensation", help="none | gain (our pulse-train design compensation)  [none]")
+@click.option("--update-mode", help="exact | expected | gaussian | factorial (the 2x2 ablation; needs update.bias_pulses)  [exact]")
+@click.option("--compensation", help="none | gain | stretch (our pulse-train design compensation: more pulses, or longer ones)  [none]")
 @click.option("--name", help="Label of the run.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set device.params.dv_std=0.2 (repeatable).")
@@ -105,7 +105,7 @@ def train(config_file, sets, resume_id, as_json, no_progress, store_path, data_d
     else:
         cfg = config_from_cli(config_file, options, sets)
     _sigterm_as_interrupt()
-    with Store(store_path) as store:
+    with Store(store_path, create=resume_id is None) as store:   # --resume of a mistyped store: no new file
         try:
             run_id, result = execute_run(cfg, store, progress=not (no_progress or as_json), data_dir=data_dir,
                                          resume=resume_id)

@@ -185,7 +185,10 @@ def _cache_consistent(arrays: dict[str, np.ndarray]) -> bool:
                 and len(arrays["x_train"]) == len(arrays["y_train"])
                 and len(arrays["x_test"]) == len(arrays["y_test"])
                 and arrays["x_train"].shape[1] == arrays["x_test"].shape[1])
-    return ok_dtype and ok_shape
+    # the raw files' label check (_labels) must hold for the cache too: a cache edited or damaged
+    # after it was written is rebuilt from the (MD5-checked) raw files
+    ok_labels = ok_shape and all(arrays[k].size == 0 or int(arrays[k].max()) <= 9 for k in ("y_train", "y_test"))
+    return ok_dtype and ok_shape and ok_labels
 
 
 def _write_cache(cache: Path, key: str, arrays: dict[str, np.ndarray]) -> None:

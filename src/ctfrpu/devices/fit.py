@@ -188,6 +188,15 @@ def model_dvt(device: CTFDevice, m: Measurements) -> np.ndarray:
     return dvt
 
 
+PLAUSIBLE_PW_MAX = 0.1
+"""Seconds: a measured pulse width above this is implausible for a CTF program pulse (the study's
+whole ON time is 5 ms) -- most likely microseconds written as bare numbers (read as seconds)."""
+
+UNDETERMINED_RCOND = 1e-12
+"""A direction of J^T J (log parameters) whose curvature is below this fraction of the largest is
+one the data do not constrain; its parameters get an infinite uncertainty."""
+
+
 def synthesize(device: CTFDevice, t_on=(100e-6,), gaps=(0.1e-6, 1e-6, 3e-6, 10e-6, 30e-6, 100e-6, 1e-3), pw_min: float = 1e-6,
                pw_max: float = 100e-6, points: int = 12, noise_rel: float = 0.03, noise_abs: float = 2e-4,
                seed: int = 0, with_err: bool = True) -> Measurements:
@@ -380,10 +389,17 @@ def fit(m: Measurements, base: CTFDevice | None = None, fix: dict | None = None,
     dof = n_pts - len(names)
     chi2 = float(np.sum((res / scale) ** 2))
     J = r.jac
-    cov = np.linalg.pinv(J.T @ J)
+    jtj = J.T @ J
+    cov = np.linalg.pinv(jtj)
     if not weighted:
         cov = cov * (chi2 / dof) if dof > 0 else np.full_like(cov, np.nan)
     sig_x = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    # pinv gives a direction the data do not constrain zero variance, so the least determined
+    # parameter would read "+/- 0": a parameter with weight in such a direction is undetermined (inf)
+    lam, vec = np.linalg.eigh(jtj)
+    flat = lam <= UNDETERMINED_RCOND * max(float(lam.max()), 0.0)
+    if flat.any():
+        sig_x[np.any(np.abs(vec[:, flat]) > 0.1, axis=1)] = np.inf
     values = {k: float(np.exp(v)) for k, v in zip(names, r.x)}
     sigma = {k: values[k] * float(s) for k, s in zip(names, sig_x)}
     at_bound = tuple(k for k, a in zip(names, r.active_mask) if a != 0)

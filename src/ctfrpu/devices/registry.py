@@ -11,6 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import params_path
 from ..errors import CtfrpuError
 from .ctf import CTFDevice
@@ -135,4 +137,16 @@ def check_run_physics(device_cfg, pulses_cfg, update_cfg=None):
     if not (0.0 < dw < float("inf")):
         raise CtfrpuError(f"{device_cfg.kind} device: step per pulse dw_min = {dw!r} at pw = {train.pw:g} s is not "
                           f"a finite positive number; check the device parameters")
+    # A design whose pulses change nothing (a CTF pulse no longer than its onset delay, or a
+    # parameter file in the wrong units) would train only the digital biases, at chance level,
+    # without any other sign: refuse it. The mean programmed fraction of a lone pulse (P -> 0) under
+    # the run's timing model, per polarity, from the device's own program_efficiency.
+    tm = timing_model(update_cfg.timing) if update_cfg is not None and update_cfg.timing != "slot" else None
+    for sign, what in ((1.0, "program"), (-1.0, "erase")):
+        r = float(np.asarray(device.program_efficiency(1e-6, train, sign, timing=tm)))
+        if not r > 0.0:
+            raise CtfrpuError(f"{device_cfg.kind} device: a {what} pulse of this design changes nothing (programmed "
+                              f"fraction {r:.3g} at {train.describe()}): every analog weight would stay at its "
+                              f"initial value; lengthen the pulse (fewer pulses N, or pw) or check the device "
+                              f"parameters and their units (e.g. a CTF onset delay t_d longer than pw)")
     return device, train

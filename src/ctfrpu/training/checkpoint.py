@@ -165,6 +165,8 @@ def load(path: Path, config_hash: str) -> dict[str, Any] | None:
         meta, arrays = _read(path)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
         why = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "pickle" in why.lower():     # numpy's advice (load it unsafely) is the opposite of ours
+            why = "not an npz archive of plain arrays"
         raise CtfrpuError(f"checkpoint {path} is unreadable: not an intact ctfrpu checkpoint ({why}); "
                           f"{advice}") from None
     if meta.get("format") != FORMAT:
