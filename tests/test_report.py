@@ -202,6 +202,9 @@ def test_report_cli_errors(tmp_path, cli_env):
     res = subprocess.run([CTFRPU, "report", "--store", str(tmp_path / "none.db"), "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, env=cli_env)
     assert res.returncode == 2 and res.stderr.startswith("error: run store not found")
+    res = subprocess.run([CTFRPU, "report", "--store", str(tmp_path), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, env=cli_env)
+    assert res.returncode == 2 and "is a directory" in res.stderr and res.stderr.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------ tiny real run

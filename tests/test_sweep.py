@@ -95,6 +95,8 @@ def test_shipped_example_is_valid():
     ('name = "x"\n[[runs]]\n"optim.lr" = -1', "runs[1] (optim.lr=-1): invalid config value for 'optim.lr'"),
     ('name = "x"\ngird = 1', "unknown top-level key 'gird'"),
     ('[grid]\nseed = [1]', "missing 'name"),
+    ('name = 5\n[grid]\nseed = [1]', "name must be a string"),
+    ('name = "x"\n[[runs]]\nseed = 0\n"pulses.n" = 5000\n"device.kind" = "ctf"', "changes nothing"),
     ('name = "a b"', "name 'a b': use letters"),
     ('name = "x"\n[grid\n', "invalid TOML"),
     # device parameters and train designs are checked too, not only the config's shape
@@ -121,6 +123,8 @@ def test_missing_file_and_cli_errors_exit_2(tmp_path):
     assert proc.stderr.startswith("error: sweep file not found:") and proc.stderr.count("\n") == 1
     path = write(tmp_path, SMALL)
     assert main(["sweep", str(path), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    proc = subprocess.run([CTFRPU, "sweep", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "is a directory" in proc.stderr and proc.stderr.count("\n") == 1
 
 
 def test_dry_run_lists_without_creating_a_store(tmp_path, capsys):

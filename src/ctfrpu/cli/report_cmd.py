@@ -82,6 +82,8 @@ def report(store_path, out_dir, force, map_params) -> None:
     from ..store import default_store_path
 
     path = Path(store_path) if store_path else default_store_path()
+    if path.is_dir():
+        raise CtfrpuError(f"run store {path} is a directory; give the store's .db file")
     if not path.is_file():
         raise CtfrpuError(f"run store not found: {path} (run `ctfrpu reproduce --profile quick --store {path}`)")
     from ..store import Store

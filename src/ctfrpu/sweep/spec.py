@@ -101,6 +101,8 @@ def resolve_sweep_path(path: str | Path) -> Path:
     if p.parent == Path(".") and stem in shipped_sweeps():
         with resources.as_file(resources.files("ctfrpu") / "sweeps" / f"{stem}.toml") as real:
             return Path(real)
+    if p.is_dir():
+        raise CtfrpuError(f"sweep file {p} is a directory; give the sweep's .toml file")
     shipped = ", ".join(shipped_sweeps()) or "none"
     raise CtfrpuError(f"sweep file not found: {p} (shipped sweeps: {shipped})")
 
@@ -146,7 +148,9 @@ def _parse(doc: dict[str, Any], source: str) -> Sweep:
     if unknown:
         raise CtfrpuError(f"unknown top-level key '{unknown[0]}' (allowed: {', '.join(_TOP_KEYS)})")
     name = doc.get("name")
-    if not isinstance(name, str) or not name:
+    if name is not None and not isinstance(name, str):
+        raise CtfrpuError(f"name must be a string (the sweep's label in the run store), got {name!r}")
+    if not name:
         raise CtfrpuError("missing 'name = \"...\"' (the sweep's label in the run store)")
     if not _NAME_RE.match(name):
         raise CtfrpuError(f"name {name!r}: use letters, digits and _ . + - only")
