@@ -282,3 +282,18 @@ def test_sweep_task_starts_over_from_an_unreadable_checkpoint(tmp_path, syntheti
     out = worker.run_task(cfg.to_dict(), None, checkpoint_dir=str(tmp_path))
     assert out["status"] == "finished", out["error"]
     assert _strip(out["epochs"]) == _strip(train_run(cfg, synthetic)["epochs"]) and not path.exists()
+
+
+def test_ctrl_c_during_a_checkpoint_write_keeps_the_previous_one_and_leaves_no_debris(tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+    state = {"w": np.arange(3.0)}
+    ckpt.save(path, "h", 1, [{"epoch": 1}], state, {}, 1.0)
+    before = path.read_bytes()
+
+    def interrupted_fsync(fd):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ckpt.os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(path, "h", 2, [{"epoch": 1}, {"epoch": 2}], state, {}, 2.0)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]
