@@ -262,3 +262,18 @@ def test_export_paths_and_mixed_types(tmp_path):
         runs, _ = tables(store)
         assert list(runs["device.params.x"]) == ["0.5", "fast"]
         export_runs(store, "parquet", tmp_path / "m")  # mixed types must not break Parquet
+
+
+def test_runs_that_compute_the_same_are_flagged_but_keep_their_hashes():
+    """FP ignores the pulse train and the compensation: a grid over them repeats one computation."""
+    from ctfrpu.sweep.spec import parse_sweep
+
+    doc = {"name": "fpdup", "base": {"data": {"dataset": "synthetic", "train_limit": 50}},
+           "grid": {"pulses.n": [10, 100], "compensation.kind": ["none", "gain"], "seed": [0, 1]}}
+    sw = parse_sweep(doc)
+    assert len({r.hash for r in sw.runs}) == 8                      # stored runs keep distinct hashes
+    by_seed = {r.index: r.config.seed for r in sw.runs}
+    assert len(sw.equivalent) == 6
+    assert all(by_seed[a] == by_seed[b] and b < a for a, b in sw.equivalent)
+    ctf = parse_sweep({**doc, "base": {**doc["base"], "device": {"kind": "ctf"}}})
+    assert ctf.equivalent == ()                                      # a device that uses them: all differ

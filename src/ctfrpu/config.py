@@ -220,6 +220,17 @@ class RunConfig(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def computation_key(self) -> str:
+        """What the run computes: :meth:`hash` with the sections its device ignores reset to their
+        defaults -- an 'fp' run has no pulse train, update, compensation, I/O periphery or device
+        parameters. Two configs with one key give the same result (sweeps warn about them); the
+        hashes themselves stay distinct, so every stored run keeps its own."""
+        if self.device.kind != "fp":
+            return self.hash()
+        return self.model_copy(update={"pulses": PulseConfig(), "update": UpdateConfig(),
+                                       "compensation": CompensationConfig(), "io": IOConfig(),
+                                       "device": DeviceConfig()}).hash()
+
     def hash(self) -> str:
         """SHA-256 (16 hex digits) of the canonical resolved config, labels excluded.
 

@@ -52,6 +52,11 @@ def sweep(file: str, store_path: str | None, workers: int | None, scheduler: str
 
         check_scheduler_address(scheduler)
     spec = load_sweep(file)
+    if spec.equivalent:
+        shown = ", ".join(f"{a} = {b}" for a, b in spec.equivalent[:6]) + (" ..." if len(spec.equivalent) > 6 else "")
+        click.echo(f"warning: {len(spec.equivalent)} run(s) of this sweep compute the same as an earlier one "
+                   f"(settings their device ignores, e.g. pulses or compensation of an fp run): runs {shown}",
+                   err=True)
     path = Path(store_path) if store_path else default_store_path()
     if dry_run:
         _dry_run(spec, path, as_json)

@@ -67,6 +67,10 @@ class Sweep:
     description: str = ""
     duplicates: int = 0
     """How many generated runs were dropped because an earlier run had the same config hash."""
+    equivalent: tuple[tuple[int, int], ...] = ()
+    """(run, earlier run) pairs with different hashes but one computation
+    (:meth:`~ctfrpu.config.RunConfig.computation_key`: e.g. FP runs that differ only in pulse or
+    compensation settings, which FP ignores): they are run, but the sweep warns."""
 
 
 def _show(value: Any) -> str:
@@ -226,8 +230,16 @@ def _parse(doc: dict[str, Any], source: str) -> Sweep:
             continue
         seen.add(h)
         runs.append(SweepRun(index=len(runs) + 1, config=cfg, hash=h, varied=over))
+    first: dict[str, int] = {}
+    equivalent = []
+    for r in runs:
+        key = r.config.computation_key()
+        if key in first:
+            equivalent.append((r.index, first[key]))
+        else:
+            first[key] = r.index
     return Sweep(name=name, path=Path(source), runs=runs, axes=axes, description=description,
-                 duplicates=duplicates)
+                 duplicates=duplicates, equivalent=tuple(equivalent))
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -239,4 +251,4 @@ def load_sweep(path: str | Path) -> Sweep:
         raise CtfrpuError(f"sweep file {err}") from None
     sweep = parse_sweep(doc, str(path))
     return Sweep(name=sweep.name, path=p, runs=sweep.runs, axes=sweep.axes,
-                 description=sweep.description, duplicates=sweep.duplicates)
+                 description=sweep.description, duplicates=sweep.duplicates, equivalent=sweep.equivalent)
