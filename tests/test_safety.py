@@ -254,7 +254,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_the_run_res
 @pytest.mark.slow
 def test_a_killed_run_is_shown_dead_not_running(tmp_path, cli_env):
     cmd = [CTFRPU, "train", "--dataset", "synthetic", "--hidden", "32", "--train-limit", "2000",
-           "--test-limit", "200", "--epochs", "40", "--no-progress"]
+           "--test-limit", "200", "--epochs", "100000", "--no-progress"]   # killed long before it could end
     proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store_path = cli_env["CTFRPU_STORE"]
     try:
