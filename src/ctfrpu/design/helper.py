@@ -232,9 +232,10 @@ def format_table(points: list[DesignPoint]) -> str:
 
 
 def matched_noise_scale(ctf_device, ideal_device, train: PulseTrain, lr: float = 0.01, u: float = U_DESIGN,
-                        gain: float = 1.0) -> float:
+                        gain: float = 1.0, timing: str = "slot") -> float:
     """``update.noise_scale`` that gives the ideal device's Gaussian mode the per-cell update
-    variance of the CTF device's exact mode (with ``gain`` on A*B) at the typical product ``u``.
+    variance of the CTF device's exact mode (with ``gain`` on A*B) at the typical product ``u``,
+    under the run's timing model ``timing`` (the CTF variance depends on it).
 
     The ideal Gaussian mode's noise is ``noise_scale * sqrt(Var_ideal(P))`` (the ideal exact-mode
     variance at the same coincidence probability P = lr u / (N dw_min)), so
@@ -243,8 +244,8 @@ def matched_noise_scale(ctf_device, ideal_device, train: PulseTrain, lr: float =
     p0 = base_probability(ctf_device, train, lr, u)
     if p0 > 1 or p0 <= 0:
         raise CtfrpuError(f"design: coincidence probability {p0:.3g} outside (0, 1]")
-    _, v_ctf = train_moments(ctf_device, train, np.array([min(1.0, gain * p0)]))
-    _, v_id = train_moments(ideal_device, train, np.array([p0]))
+    _, v_ctf = train_moments(ctf_device, train, np.array([min(1.0, gain * p0)]), timing=timing)
+    _, v_id = train_moments(ideal_device, train, np.array([p0]), timing=timing)
     if not v_id[0] > 0:
         raise CtfrpuError("design: the ideal device's update has no variance to scale")
     return float(math.sqrt(v_ctf[0] / v_id[0]))
