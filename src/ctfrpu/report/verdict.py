@@ -487,8 +487,9 @@ def verdict_factorial(arms: Mapping[tuple[str, str], Cell], n_test: int | None, 
         return one
     a_imp = ALPHA / len(cand)
     imp = {k: S.difference(e, MIN_EFFECT, a_imp, sided=1) for k, e in cand.items()}
-    imp_txt = "; ".join(f"{k}: {100 * t.estimate.est:+.2f} pp (one-sided p = {t.p:.2g}, detectable at 80 %: "
-                        f"{_pp(t.mde)}, power at {_pp(MIN_EFFECT)}: {100 * t.power:.0f} %)" for k, t in imp.items())
+    imp_txt = "; ".join(f"{k}: {'shown' if t.outcome == S.SHOWN else 'not shown'}, {100 * t.estimate.est:+.2f} pp "
+                        f"(one-sided p = {t.p:.2g}, detectable at 80 %: {_pp(t.mde)}, power at {_pp(MIN_EFFECT)}: "
+                        f"{100 * t.power:.0f} %)" for k, t in imp.items())
     best = min(imp, key=lambda k: imp[k].p)
     if not any(t.outcome == S.SHOWN for t in imp.values()):
         v = Verdict(finding, dataset, NO_IMPROVEMENT, f"{NO_IMPROVEMENT}{where}{label}: {imp_txt}", rule,
