@@ -168,7 +168,8 @@ def study_verdicts(study: Study) -> list[V.Verdict]:
         design = ablation_design(study, ds)
         if design is None:
             v = V.verdict_iii({}, n_test, ds)
-            v.summary = "no ablation arms (ideal, ctf_expected, ideal_gauss) for this dataset"
+            v.status = V.NOT_RUN
+            v.summary = "not run: no ablation arms (ideal, ctf_expected, ideal_gauss) for this dataset"
             out.append(v)
         else:
             n, gap = design
@@ -281,11 +282,12 @@ th{background:#f4f4f4}.ours{background:#fff8e1;border-left:4px solid #f0b400;pad
 .optional{background:#eef4fb;border-left:4px solid #5b8bd0;padding:.6em 1em}
 .indicative{color:#666;font-style:italic;border-bottom:1px dashed #999}
 .holds{color:#1e7e34;font-weight:bold}.fails{color:#c62828;font-weight:bold}.inconclusive{color:#8a6d00;font-weight:bold}
+.notrun{color:#666;font-style:italic}
 code{background:#f4f4f4;padding:0 3px}
 """
 
 _STATUS_CLS = {V.HOLDS: "holds", V.FAILS: "fails", V.INCONCLUSIVE: "inconclusive", V.INDICATIVE: "inconclusive",
-               V.NO_IMPROVEMENT: "inconclusive"}
+               V.NO_IMPROVEMENT: "inconclusive", V.NOT_RUN: "notrun"}
 
 #: Fewest seeds per compared cell for a verdict to be shown as firm (ours: with 2 seeds the quick
 #: profile's verdicts flipped between seed sets; below 3 the sd itself is a guess).
@@ -293,7 +295,7 @@ MIN_FIRM_SEEDS = 3
 
 
 def _status(s: str, n_seeds: int | None = None, leaning: str | None = None) -> str:
-    if n_seeds is not None and n_seeds < MIN_FIRM_SEEDS:
+    if n_seeds is not None and n_seeds < MIN_FIRM_SEEDS and s != V.NOT_RUN:
         # an indicative verdict names what the rule would say, not the word "indicative" twice
         word = f"leans '{leaning}'" if s == V.INDICATIVE and leaning else s
         return f'<span class="indicative">{_esc(word)} (indicative: {n_seeds} seed{"s" if n_seeds != 1 else ""})</span>'

@@ -67,7 +67,10 @@ from . import stats as S
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 INDICATIVE = "indicative"
 NO_IMPROVEMENT = "no improvement to explain"
-STATUSES = (HOLDS, FAILS, INCONCLUSIVE, INDICATIVE, NO_IMPROVEMENT)
+NOT_RUN = "not run"
+"""No runs of the arms a finding's test needs are in the store (e.g. the single-factor arms of a
+dataset the profile does not ablate): nothing was tested, which "inconclusive" would misstate."""
+STATUSES = (HOLDS, FAILS, INCONCLUSIVE, INDICATIVE, NO_IMPROVEMENT, NOT_RUN)
 
 NEAR = 0.02
 """(i) non-inferiority margin: 'approaches software' = at most 2 pp below the FP mean (ours)."""
