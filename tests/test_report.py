@@ -302,7 +302,7 @@ def test_suggested_commands_run_as_printed_and_optional_parts_are_not_red(tmp_pa
         sub.make_context(argv[0], argv[1:])
     assert optional and not missing  # only the update statistics are absent: not a red box
     html = build_report(store, tmp_path / "rep").read_text()
-    assert "Missing for the full comparison" not in html and "optional extensions" in html
+    assert "Missing for the full comparison" not in html and "Not in this store (not run by this profile; optional)" in html
 
 
 @pytest.mark.slow

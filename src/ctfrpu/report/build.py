@@ -428,9 +428,13 @@ def _gap_note(device, t_on: float, ns, gaps, lr: float, timing: str = "slot") ->
                     "so t_gap acts through the enhancement carried from pulse to pulse of that train"}.get(timing, "")
     verdict = ("at these coincidence probabilities the gap hardly changes the mean update" if d_max < 0.01 else
                "the gap changes the mean update by this much before any compensation")
+    if abs(d_typ - d_max) < 5e-4 and n_typ == n_max:   # e.g. train timing: r does not depend on |x d|
+        where = f"by at most {d_typ:.3f} (N = {n_typ}), the same at every |x d|"
+    else:
+        where = (f"by at most {d_typ:.3f} at the typical |x d| = {U_TYP:g} (N = {n_typ}) and by {d_max:.3f} at the "
+                 f"largest |x d| = 1 (N = {n_max})")
     return (f"<p>In our model ({timing} timing, docs/science.md §8) {how}. Over the runs' gaps the program efficiency r "
-            f"changes by at most {d_typ:.3f} at the typical |x d| = {U_TYP:g} (N = {n_typ}) and by {d_max:.3f} at the "
-            f"largest |x d| = 1 (N = {n_max}), at lr = {lr:g}: {verdict}.</p>")
+            f"changes {where}, at lr = {lr:g}: {verdict}.</p>")
 
 
 def _factorial_section(w: _Writer, study: Study, p: str) -> list[str]:
@@ -508,7 +512,7 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
         parts.append('<div class="missing"><b>Missing for the full comparison:</b><ul>'
                      + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul></div>")
     if optional:
-        parts.append('<div class="optional"><b>Not in this store (optional extensions):</b><ul>'
+        parts.append('<div class="optional"><b>Not in this store (not run by this profile; optional):</b> <ul>'
                      + "".join(f"<li>{_esc(n)}</li>" for n in optional) + "</ul></div>")
     verdicts = study_verdicts(study)
     seeds = _seeds_per_dataset(study)
