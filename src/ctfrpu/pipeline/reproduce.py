@@ -4,7 +4,8 @@ Profiles (OUR choices of grid and budget; the paper's own training set-up is not
 
 * ``quick`` -- one 2-core machine in <= 15 minutes including numba compilation (measured
   2026-12-03 on 2 idle cores, 2 dask workers: ``make reproduce`` in a fresh clone 8 min 21 s with
-  the install and the cold numba cache, on the compiled training loop): both datasets on a
+  the install and the cold numba cache, on the compiled training loop; 4 min 34 s on a faster
+  2-core machine, 2026-12-04): both datasets on a
   data subset (:data:`PROFILES`), a reduced grid of N and t_gap with and without compensation, two
   seeds, the FP baseline, the ablation on MNIST and its update statistics, then the report.
   It uses a larger learning rate than ``full`` (0.1 instead of 0.01) so that 12,000 SGD steps
