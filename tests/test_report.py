@@ -354,3 +354,11 @@ def test_report_cites_files_that_exist_in_the_repository():
     for f in ("report/build.py", "report/figures.py", "cli/device_cmd.py", "cli/report_cmd.py", "devices/fit.py"):
         text = (src / f).read_text()
         assert not re.search(r"(?<!docs/)science\.md", text), f
+
+
+def test_the_report_states_the_grid_of_each_study(tmp_path):
+    from ctfrpu.report.build import _grid_line
+
+    store = fake_store(tmp_path / "s.db", datasets=("mnist",))
+    line = _grid_line(load_studies(store)[0])
+    assert line.startswith("<p><b>Grid.</b> N ∈ {") and "t_gap ∈ {" in line and "seeds " in line

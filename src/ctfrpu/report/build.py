@@ -487,12 +487,35 @@ def _factorial_section(w: _Writer, study: Study, p: str) -> list[str]:
     return parts
 
 
+def _grid_line(study: Study) -> str:
+    """The grid the study's runs span (what a reader needs to rerun or cite it)."""
+    analog = [r for r in study.runs if r.device != "fp"]
+    if not analog:
+        return ""
+    ns = sorted({r.n for r in analog})
+    gaps = sorted({r.gap for r in analog})
+    seeds = sorted({r.seed for r in study.runs})
+    comps = sorted({r.comp for r in analog})
+    timings = sorted({str(r.config.get("update", {}).get("timing", "slot")) for r in analog})
+    files = sorted({str(r.config.get("device", {}).get("params_file") or "our default preset") for r in analog
+                    if r.device == "ctf"})
+    t_on = sorted({r.t_on for r in analog if r.t_on})
+    pw = f" (pw = {t_on[0] * 1e3:g} ms / N)" if len(t_on) == 1 else ""
+    seed_txt = (f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1
+                else ", ".join(map(str, seeds)))
+    return (f"<p><b>Grid.</b> N ∈ {{{', '.join(map(str, ns))}}}{pw}; t_gap ∈ "
+            f"{{{', '.join(f'{g * 1e6:g} µs' for g in gaps)}}}; compensation: {', '.join(comps)}; timing: "
+            f"{', '.join(timings)}; CTF parameters: {_esc(', '.join(files) or '-')}; seeds {seed_txt} (paired: the "
+            f"same seed gives every arm the same initial weights and data order).</p>")
+
+
 def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple[str, list[V.Verdict]]:
     p = f"s{idx}_"
     datasets = study.datasets
     parts = [f"<h2>Study {idx}: {_esc(study.label)}</h2>",
              f"<p>{len(study.runs)} finished training runs; datasets: "
-             f"{', '.join(F.DATASET_NAMES.get(d, d) for d in datasets) or 'none'}.</p>"]
+             f"{', '.join(F.DATASET_NAMES.get(d, d) for d in datasets) or 'none'}.</p>",
+             _grid_line(study)]
     budget = (s_train := study.settings.get("train_limit") or 60000) * (study.settings.get("epochs") or 1)
     if budget < 100_000:
         parts.append(f'<p class="ours">Short training budget ({budget:,} SGD steps of {s_train:,} samples): accuracies '
