@@ -161,6 +161,12 @@ def test_report_from_constructed_store(tmp_path):
     fp = [r for r in table if r["arm"] == "fp" and r["dataset"] == "mnist"]
     assert len(fp) == 1 and fp[0]["n_seeds"] == "3"
     assert float(fp[0]["mean_acc_pct"]) == pytest.approx(95.0, abs=0.5)
+    # the update statistics: every row complete, the FP arm shown at the analog arms' design
+    with open(out / "tables" / "s1_update_stats.csv") as fh:
+        stats = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    assert stats and all(None not in r.values() and "x" in r["in_x_out"] for r in stats)
+    designs = {(r["N"], r["t_gap_s"]) for r in stats if r["arm"] != "fp"}
+    assert {(r["N"], r["t_gap_s"]) for r in stats if r["arm"] == "fp"} <= designs
     # nothing is missing in the complete store
     assert missing_notes(load_studies(store)[0], "s.db") == ([], [])
 

@@ -592,7 +592,8 @@ def _study_section(w: _Writer, study: Study, idx: int, store_path: str) -> tuple
                 trows = []
                 for s in sorted(sel, key=lambda s: ARM_ORDER.index(s["arm"]) if s["arm"] in ARM_ORDER else 99):
                     for lay in s["layers"]:
-                        rows_csv.append([ds, s["n"], s["gap"], s["arm"], lay["layer"] + 1, f"{lay['shape'][1]}x{lay['shape'][0]}",
+                        # (key, not the record's own N/gap: the FP arm is stored with the default design)
+                        rows_csv.append([ds, key[0], key[1], s["arm"], lay["layer"] + 1, f"{lay['shape'][1]}x{lay['shape'][0]}",
                                          lay["slope"], lay["relative_bias"], lay["relative_noise"], lay["relative_error"],
                                          lay["gain"], s["pairs"], s["reps"]])
                         trows.append([_esc(s["arm"]), lay["layer"] + 1, f"{lay['slope']:.3f} ± {lay['slope_se']:.3f}",
