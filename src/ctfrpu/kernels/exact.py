@@ -102,7 +102,8 @@ def draw_sample(x, d, ctl, b, bufs):
     columns as CSR by column (col_ptr, col_slots).
 
     Scratch: buf_i int32[3 * max(in, out) + 2 + n] (live units, unit cursor, slot marks),
-    buf_f float64[2 * max(in, out)]; smap int32[n].
+    buf_f float64[2 * max(in, out)]; smap uint32[n]; the event buffers are uint32 (unsigned: no
+    negative-index wraparound per access).
     Returns (status, bl, clipped, expected_row_pulses, expected_col_pulses); status ST_OK with
     bl = 0 means nothing to do (x = 0, d = 0 or lr = 0). ``ctl`` and ``bufs``: :mod:`.bundle`.
     """
