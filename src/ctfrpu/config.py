@@ -220,13 +220,14 @@ class RunConfig(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def computation_key(self) -> str:
+    def computation_key(self, known_hash: str | None = None) -> str:
         """What the run computes: :meth:`hash` with the sections its device ignores reset to their
         defaults -- an 'fp' run has no pulse train, update, compensation, I/O periphery or device
         parameters. Two configs with one key give the same result (sweeps warn about them); the
-        hashes themselves stay distinct, so every stored run keeps its own."""
+        hashes themselves stay distinct, so every stored run keeps its own. ``known_hash``: this
+        config's :meth:`hash` if already computed (it reads the device parameter file)."""
         if self.device.kind != "fp":
-            return self.hash()
+            return known_hash or self.hash()
         return self.model_copy(update={"pulses": PulseConfig(), "update": UpdateConfig(),
                                        "compensation": CompensationConfig(), "io": IOConfig(),
                                        "device": DeviceConfig()}).hash()

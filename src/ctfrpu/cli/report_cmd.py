@@ -82,18 +82,16 @@ def report(store_path, out_dir, force, map_params) -> None:
     from ..store import default_store_path
 
     path = Path(store_path) if store_path else default_store_path()
-    if path.is_dir():
-        raise CtfrpuError(f"run store {path} is a directory; give the store's .db file")
-    if not path.is_file():
+    if not path.exists():
         raise CtfrpuError(f"run store not found: {path} (run `ctfrpu reproduce --profile quick --store {path}`)")
     from ..store import Store
 
-    points = mark = None
-    if map_params:
-        from ..design.explore import map_for
+    with Store(path, create=False) as st:     # refuses a directory or a non-store file, before any work
+        points = mark = None
+        if map_params:
+            from ..design.explore import map_for
 
-        points, mark = map_for(map_params)
-    with Store(path, create=False) as st:
+            points, mark = map_for(map_params)
         path = build_report(st, out_dir, force=force, explore_points=points, explore_mark=mark)
     click.echo(f"report written to {path}")
 

@@ -127,8 +127,9 @@ def check_run_physics(device_cfg, pulses_cfg, update_cfg=None):
     from .pulses import PulseTrain
     from .timing import timing_model
 
+    timing = None
     if update_cfg is not None:  # a misspelt timing model is an error even where it has no effect (fp)
-        timing_model(update_cfg.timing)
+        timing = timing_model(update_cfg.timing)
     if device_cfg.kind == FP:
         return None, None
     device = build_device(device_cfg.kind, device_cfg.params_file, device_cfg.params)
@@ -141,7 +142,7 @@ def check_run_physics(device_cfg, pulses_cfg, update_cfg=None):
     # parameter file in the wrong units) would train only the digital biases, at chance level,
     # without any other sign: refuse it. The mean programmed fraction of a lone pulse (P -> 0) under
     # the run's timing model, per polarity, from the device's own program_efficiency.
-    tm = timing_model(update_cfg.timing) if update_cfg is not None and update_cfg.timing != "slot" else None
+    tm = timing if update_cfg is not None and update_cfg.timing != "slot" else None   # slot: the devices' default
     for sign, what in ((1.0, "program"), (-1.0, "erase")):
         r = float(np.asarray(device.program_efficiency(1e-6, train, sign, timing=tm)))
         if not r > 0.0:

@@ -96,7 +96,8 @@ def arm_config(base: dict[str, Any], arm: str) -> dict[str, Any]:
 
         ideal = build_device("ideal", None, cfg["device"]["params"])
         # matched under the run's own timing model: the ctf arm's variance depends on it (before
-        # 2026-12-04 the slot timing was used for every run: 0.74 instead of 0.98 for the paper preset at N = 100 under train timing)
+        # 2026-12-04 slot timing was used for every run: 0.74 instead of 0.98 for the paper preset
+        # at N = 100 under train timing)
         scale = matched_noise_scale(ctf_device, ideal, PulseTrain.from_config(base_cfg.pulses), base_cfg.optim.lr,
                                     timing=base_cfg.update.timing)
         cfg["update"]["mode"] = "gaussian"

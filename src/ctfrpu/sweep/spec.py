@@ -233,7 +233,7 @@ def _parse(doc: dict[str, Any], source: str) -> Sweep:
     first: dict[str, int] = {}
     equivalent = []
     for r in runs:
-        key = r.config.computation_key()
+        key = r.config.computation_key(r.hash)
         if key in first:
             equivalent.append((r.index, first[key]))
         else:

@@ -126,19 +126,15 @@ def save(path: Path, config_hash: str, epoch: int, epochs: list[dict[str, Any]],
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:          # also Ctrl-C / SIGTERM mid-write: no debris, the previous file stays
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        if not isinstance(err, OSError):
+            raise
         kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written"
         raise CheckpointWriteError(f"cannot write checkpoint {path}: {err.strerror or err} ({kept})") from None
-    except BaseException:                 # Ctrl-C / SIGTERM mid-write: the previous checkpoint stays, no debris
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise
 
 
 def _read(path: Path) -> dict[str, Any]:
