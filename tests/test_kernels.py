@@ -137,6 +137,35 @@ def test_counting_sorts_match_numpy():
         assert np.array_equal(unit_slots[ptr[u]:ptr[u + 1]], ev_s[ev_u == u])
 
 
+@pytest.mark.parametrize("rows_per_slot", [1, 3, 9, None])
+def test_coincidence_list_matches_the_csr_walk(rows_per_slot):
+    """The flat list copies LIST_UNROLL rows per column event unconditionally: it must still be the
+    plain walk columns -> their slots -> the rows at each slot, also when a slot has more rows than
+    that, and when the row buffer is filled to its capacity (the slack covers the reads past it)."""
+    from ctfrpu.kernels import bundle as kb
+    from ctfrpu.kernels import exact as kx
+    assert kb.ROW_SLACK >= kx.LIST_UNROLL
+    rng = np.random.default_rng(rows_per_slot or 0)
+    n_in, n_out, bl = 40, 7, 25
+    bufs = kb.TrainBuffers(n_out, n_in, bl)
+    nr = bufs.cap_r if rows_per_slot is None else bl * rows_per_slot     # None: the buffer full
+    ev_u = rng.integers(0, n_in, nr).astype(np.uint32)
+    ev_s = np.sort(rng.integers(0, bl, nr)).astype(np.uint32)
+    kt.events_by_slot(nr, ev_u, ev_s, bl, bufs.slot_ptr, bufs.slot_cursor, bufs.slot_rows)
+    nc = 30
+    cu = rng.integers(0, n_out, nc).astype(np.uint32)
+    cs = rng.integers(0, bl, nc).astype(np.uint32)
+    order = np.lexsort((cs, cu))
+    cu, cs = cu[order], cs[order]
+    kt.events_by_unit(nc, cu, cs, n_out, bufs.col_ptr, np.zeros(n_out + 1, np.int32), bufs.col_slots)
+    cells = np.zeros((n_out, n_in, 8))
+    pj, pk, pi = kx.coincidences(cells, bufs.slot_ptr, bufs.slot_rows, bufs.col_ptr, bufs.col_slots)
+    want = [(j, k, i) for j, k in zip(cu, cs)
+            for i in bufs.slot_rows[bufs.slot_ptr[k]:bufs.slot_ptr[k + 1]]]
+    assert len(want) > 0
+    assert list(zip(pj.tolist(), pk.tolist(), pi.tolist())) == [tuple(int(v) for v in t) for t in want]
+
+
 def test_prepare_gains_update_and_bl_management():
     x = np.array([0.5, -0.25, 0.0])
     d = np.array([0.02, -0.1])

@@ -84,15 +84,17 @@ def pow_m(base, mi, m):
 
 
 @numba.njit(cache=True, inline="always")
-def pulse_s(vt, e0, sign, kscale, lo, hi, kp, lp, ap, cp, ke, le, ae, ce, mi, m, inv_norm, dv_std, xi):
-    """One pulse (sign +1 program / -1 erase) -> (vt_new, e_new), constants as scalars (the
-    kernels hoist them out of their loops). Branch-free in the sign (signs of successive
-    coincidences are unpredictable)."""
-    prog = sign > 0
-    kap = kp if prog else ke
-    lin = lp if prog else le
-    aq = ap if prog else ae
-    c = cp if prog else ce
+def sign_offset(sign):
+    """Offset of a pulse's polarity in :func:`sign_consts` (0 program, 4 erase), unsigned and
+    branch-free: the kernels load the four constants at it (selecting them with conditionals made
+    the compiler branch on the sign, which is unpredictable when signs mix within a column)."""
+    return np.uint64(4) if sign <= 0 else np.uint64(0)
+
+
+@numba.njit(cache=True, inline="always")
+def pulse_s(vt, e0, sign, kscale, lo, hi, kap, lin, aq, c, mi, m, inv_norm, dv_std, xi):
+    """One pulse (sign +1 program / -1 erase) -> (vt_new, e_new); kap, lin, aq, c are the sign's
+    constants (``cst[sign_offset(sign):][:4]``), the others hoisted out of the kernels' loops."""
     u = min(max((vt - lo) / (hi - lo), 0.0), 1.0)
     base = 0.5 * (1.0 - sign) + sign * u  # u for program, 1 - u for erase
     sat = (1.0 - pow_m(base, mi, m)) * inv_norm
@@ -104,8 +106,9 @@ def pulse_s(vt, e0, sign, kscale, lo, hi, kp, lp, ap, cp, ke, le, ae, ce, mi, m,
 @numba.njit(cache=True, inline="always")
 def pulse(vt, e0, sign, kscale, lo, hi, cst, mi, xi):
     """:func:`pulse_s` with the constants of :func:`sign_consts`."""
-    return pulse_s(vt, e0, sign, kscale, lo, hi, cst[0], cst[1], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7],
-                   mi, cst[8], 1.0 / cst[9], cst[10], xi)
+    o = sign_offset(sign)
+    return pulse_s(vt, e0, sign, kscale, lo, hi, cst[o], cst[o + 1], cst[o + 2], cst[o + 3], mi, cst[8],
+                   1.0 / cst[9], cst[10], xi)
 
 
 @numba.njit(cache=True)
@@ -136,7 +139,6 @@ def apply(w, cells, dev, bufs, t0, rec, out):
     pj, pk, pi = kx.coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots)
     n_p = pj.size
     n_out = w.shape[0]
-    kp, lp, ap, cp, ke, le, ae, ce = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5], cst[6], cst[7]
     m = cst[C_M]
     inv_norm = 1.0 / cst[C_NORM]
     dv_std = cst[C_DVSTD]
@@ -149,22 +151,23 @@ def apply(w, cells, dev, bufs, t0, rec, out):
         i = pi[cnt]
         kx.prefetch_ahead(cells, w, pj, pi, cnt)
         stamp = stamp_base + j
-        sdj = sd[j]
-        s = sx[i] * sdj
-        pol = np.uint64(1) if s > 0 else np.uint64(2)   # unsigned indices: no negative-index wraparound
+        s = sx[i] * sd[j]
+        pol = np.uint64(2) if s <= 0 else np.uint64(1)   # unsigned indices: no negative-index wraparound
+        o = sign_offset(s)
         cell = cells[j, i]
         prev = last_row[i]
         same = stamp_row[i] == stamp            # cell already pulsed in this update
         pos = k if by_slot else (prev + 1 if same else 0)
         g = np.uint64(pos - prev) if same else np.uint64(0)
         tstart = t0 + pos * period
-        e0 = (cell[C_E] * tab[0, g] if same else 0.0) + tab[pol, g]
+        relaxed = cell[C_E] * tab[0, g]         # (computed either way: a select, not a branch)
+        e0 = (relaxed if same else 0.0) + tab[pol, g]
         if carry and not same:
             e0 = cell[C_E] * math.exp(-(tstart - cell[C_TLAST]) / tau_off) + tab[pol, 0]
         xi = z[cnt] if dv_std > 0.0 else 0.0
         old = cell[C_VT]
-        vt_new, e_new = pulse_s(old, e0, s, cell[C_KS], cell[C_LO], cell[C_HI], kp, lp, ap, cp, ke, le,
-                                ae, ce, mi, m, inv_norm, dv_std, xi)
+        vt_new, e_new = pulse_s(old, e0, s, cell[C_KS], cell[C_LO], cell[C_HI], cst[o], cst[o + 1], cst[o + 2],
+                                cst[o + 3], mi, m, inv_norm, dv_std, xi)
         cell[C_VT] = vt_new
         cell[C_E] = e_new
         cell[C_TLAST] = tstart + pw

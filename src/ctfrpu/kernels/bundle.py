@@ -41,6 +41,8 @@ generator, analog flag."""
 (L_W, L_CELLS, L_DEV, L_BUFS, L_STATS, L_CTL0, L_COUNTER, L_CLOCK, L_IO, L_RNG, L_ANALOG) = range(len(LOOP_FIELDS))
 
 INITIAL_CAPACITY = 16384
+ROW_SLACK = 4
+"""Entries past the row events' capacity in ``slot_rows`` (>= :data:`ctfrpu.kernels.exact.LIST_UNROLL`)."""
 
 
 def make_ctl(base: int, counter: int, start: int, lrg: float, dw_min: float, n: int, um: bool, blm: bool,
@@ -84,7 +86,8 @@ class TrainBuffers:
     def _alloc_rows(self) -> None:
         self.ev_unit_r = np.zeros(self.cap_r, dtype=np.uint32)
         self.ev_slot_r = np.zeros(self.cap_r, dtype=np.uint32)
-        self.slot_rows = np.zeros(self.cap_r, dtype=np.uint32)
+        # slack: kernels.exact.coincidences reads LIST_UNROLL rows past a slot's last one
+        self.slot_rows = np.zeros(self.cap_r + ROW_SLACK, dtype=np.uint32)
 
     def _alloc_cols(self) -> None:
         self.ev_unit_c = np.zeros(self.cap_c, dtype=np.uint32)
