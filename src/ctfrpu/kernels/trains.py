@@ -176,16 +176,19 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
     s1 = rs[1]
     s2 = rs[2]
     s3 = rs[3]
-    cap = ev_unit.size
+    # the counters are unsigned: array accesses at them need no negative-index wraparound (-13 %)
+    one = np.uint64(1)
+    zero = np.uint64(0)
+    cap = np.uint64(ev_unit.size)
     fm = float(m)
-    k = 0
-    na = 0
+    k = zero
+    na = zero
     status = 0
     if m > 0:
         for u in range(prob.size):
             pp = prob[u]
             if pp > DENSE_P:
-                if k + m > cap:          # (conservative: room for every slot)
+                if k + np.uint64(m) > cap:          # (conservative: room for every slot)
                     status = -1
                     break
                 # ON if the top 53 bits of a draw are below pp * 2^53 (= uniform < pp); pp = 1: always
@@ -194,7 +197,7 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
                     r, s0, s1, s2, s3 = next_local(s0, s1, s2, s3)
                     ev_unit[k] = u
                     ev_slot[k] = smap[s]
-                    k += 1 if ((r >> np.uint64(11)) < thr or pp >= 1.0) else 0
+                    k += one if ((r >> np.uint64(11)) < thr or pp >= 1.0) else zero
             else:
                 # compact list of sparse live units (branch-free append)
                 act_unit[na] = u
@@ -203,12 +206,12 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
                 # E ~ Exp(1); log(1 - pp) is as accurate as log1p(-pp) to ~1e-16 / pp relative, and
                 # ~4x cheaper. pp = 0 gives ninv = inf: the unit leaves in the first round.
                 act_ninv[na] = -1.0 / (math.log(1.0 - pp) if pp > 1e-6 else math.log1p(-pp)) if pp > 0.0 else np.inf
-                na += 1 if pp > 0.0 else 0
-    while na > 0 and status == 0:
+                na += one if pp > 0.0 else zero
+    while na > zero and status == 0:
         if k + na > cap:
             status = -1
             break
-        nb = 0
+        nb = zero
         for a in range(na):
             ex, s0, s1, s2, s3 = exponential_local(s0, s1, s2, s3)
             # The skip is clamped to the train length BEFORE the floor: math.floor returns an
@@ -221,18 +224,18 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
             live = pos < fm
             u = act_unit[a]
             ev_unit[k] = u
-            ev_slot[k] = smap[int(min(pos, fm - 1.0))]
-            k += 1 if live else 0
+            ev_slot[k] = smap[np.uint64(min(pos, fm - 1.0))]
+            k += one if live else zero
             act_unit[nb] = u
             act_pos[nb] = pos
             act_ninv[nb] = act_ninv[a]
-            nb += 1 if live else 0
+            nb += one if live else zero
         na = nb
     rs[0] = s0
     rs[1] = s1
     rs[2] = s2
     rs[3] = s3
-    return -1 if status < 0 else k
+    return -1 if status < 0 else np.int64(k)
 
 
 @numba.njit(cache=True)

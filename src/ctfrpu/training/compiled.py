@@ -142,9 +142,8 @@ def _sparse_forward(layer, x, y):
     for i in range(x.size):
         v = x[i]
         if v != 0.0:
-            col = wt[i]
             for j in range(y.size):
-                y[j] += v * col[j]
+                y[j] += v * wt[i, j]         # (no view of the column: a view costs two atomic refcount updates)
     return True
 
 
