@@ -156,3 +156,29 @@ def test_help_labels_the_model_as_ours(capsys):
         assert rc == 0 and "our ctf model" in " ".join(out.lower().split()), sub
     rc = main(["device", "--help"])
     assert "OUR reconstruction" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["device", "response", "--points", "3", "--gaps", "1us"], "device_response.csv"),
+    (["device", "trace", "--pulses", "2", "--samples", "3"], "device_trace.csv"),
+])
+def test_a_second_run_needs_force_to_replace_the_first_ones_files(tmp_path, capsys, argv, name):
+    rc, _, err = run(capsys, *argv, "--out", str(tmp_path))
+    assert rc == 0, err
+    first = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_text("my notes\n")                  # an earlier output the user edited
+    rc, out, err = run(capsys, *argv, "--out", str(tmp_path))
+    assert rc == 2 and "exists; pass --force" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / name).read_text() == "my notes\n"       # untouched
+    rc, _, err = run(capsys, *argv, "--out", str(tmp_path), "--force")
+    assert rc == 0, err
+    assert (tmp_path / name).read_bytes() == first
+
+
+def test_output_over_the_parameter_file_is_refused(tmp_path, capsys):
+    """A params file named like an output, in the output folder, is never written over (even with --force)."""
+    params = tmp_path / "device_response.csv"
+    params.write_text("# not really a CSV\n")
+    rc, _, err = run(capsys, "device", "response", "--device-params", str(params), "--out", str(tmp_path), "--force")
+    assert rc == 2
+    assert params.read_text() == "# not really a CSV\n"

@@ -49,6 +49,12 @@ def test_explore_cli(tmp_path, cli_env):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "explore_map.csv").is_file() and (tmp_path / "explore_map.png").is_file()
     assert "meet both necessary conditions" in res.stdout
+    again = [CTFRPU, "explore", "--out", str(tmp_path), "--timings", "slot", "--coarseness", "5", "--tau-on", "30us",
+             "--tau-off", "20us"]
+    res = subprocess.run(again, env=cli_env, capture_output=True, text=True)
+    assert res.returncode == 2 and "exists; pass --force" in res.stderr        # the first map is kept
+    res = subprocess.run(again + ["--force"], env=cli_env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[params]\ntau_off = 1e-9\n")
     res = subprocess.run([CTFRPU, "explore", "--device-params", str(bad), "--out", str(tmp_path / "x")],

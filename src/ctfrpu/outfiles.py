@@ -47,6 +47,12 @@ def check_outputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | N
             raise CtfrpuError(f"output {out} is a directory")
 
 
+def figure_outputs(folder: str | Path, stem: str) -> list[Path]:
+    """The files a table-plus-figure command writes into ``folder``: ``stem.csv``, ``.png``, ``.svg``."""
+    d = Path(folder)
+    return [d / f"{stem}.csv", d / f"{stem}.png", d / f"{stem}.svg"]
+
+
 def output_dir(path: str | Path) -> Path:
     """Create the output folder ``path`` (and parents); refuse one that is a symbolic link."""
     p = Path(path)

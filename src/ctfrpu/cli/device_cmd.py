@@ -96,6 +96,7 @@ _params_opt = click.option("--device-params", "params_file", metavar="FILE", def
                                 "illustrative preset (not measured data).")
 _out_opt = click.option("--out", "out", metavar="DIR", default=_DEFAULT_OUT, show_default=True,
                         help="Output directory (created if needed).")
+_force_opt = click.option("--force", is_flag=True, help="Overwrite earlier output files of this command in --out.")
 
 
 @click.group("device")
@@ -120,7 +121,8 @@ def device_group() -> None:
 @click.option("--points", default="25", show_default=True, metavar="N", help="Number of log-spaced pulse widths.")
 @_params_opt
 @_out_opt
-def response_cmd(t_on, gaps, pw_min, pw_max, points, params_file, out) -> None:
+@_force_opt
+def response_cmd(t_on, gaps, pw_min, pw_max, points, params_file, out, force) -> None:
     """Cumulative dV_T of trains of fixed total ON time against pulse width, one curve per gap.
 
     N = T_on / pw pulses (rounded to an integer; pw = T_on / N exactly). Noise-free nominal cells
@@ -136,7 +138,7 @@ def response_cmd(t_on, gaps, pw_min, pw_max, points, params_file, out) -> None:
               pw_max=_time(pw_max, "--pw-max"), points=_int(points, "--points", 2))
     if kw["pw_max"] > t_on_s:
         click.echo(f"note: --pw-max {pw_max} is longer than --t-on; using pw_max = t_on = {format_time(t_on_s)}")
-    res, paths = dr.run(dev, out, source=_source(params_file), **kw)
+    res, paths = dr.run(dev, out, source=_source(params_file), force=force, inputs=[params_file], **kw)
     click.echo(f"our CTF model ({_source(params_file)}), T_on = {format_time(res.t_on)}, ideal dV_T = "
                f"{res.ideal * 1e3:.4g} mV; fraction of ideal:")
     picks = sorted({int(i) for i in (0, len(res.pw) // 4, len(res.pw) // 2, (3 * len(res.pw)) // 4, len(res.pw) - 1)})
@@ -158,7 +160,8 @@ def response_cmd(t_on, gaps, pw_min, pw_max, points, params_file, out) -> None:
 @click.option("--samples", default="40", show_default=True, metavar="N", help="Samples per pulse and per gap.")
 @_params_opt
 @_out_opt
-def trace_cmd(pulses, pw, gap, erase, vt0, e0, samples, params_file, out) -> None:
+@_force_opt
+def trace_cmd(pulses, pw, gap, erase, vt0, e0, samples, params_file, out, force) -> None:
     """One pulse train, pulse by pulse: V_T and the enhancement e against time.
 
     Sampled finely inside pulses and gaps with the model's closed form (e builds up during a pulse
@@ -169,7 +172,7 @@ def trace_cmd(pulses, pw, gap, erase, vt0, e0, samples, params_file, out) -> Non
     from ..lab import trace as dt
 
     dev = _ctf(params_file)
-    tr, paths = dt.run(dev, out, source=_source(params_file), n=_int(pulses, "--pulses", 1), pw=_time(pw, "--pw"),
+    tr, paths = dt.run(dev, out, source=_source(params_file), force=force, inputs=[params_file], n=_int(pulses, "--pulses", 1), pw=_time(pw, "--pw"),
                        gap=_time(gap, "--gap", positive=False), sign=-1.0 if erase else 1.0,
                        vt0=None if vt0 is None else _float(vt0, "--vt0"), e0=_float(e0, "--e0", 0.0, 1.0),
                        samples=_int(samples, "--samples", 2))

@@ -32,7 +32,8 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 @click.option("--tau-off", "tau_off", default="20us,10ms", show_default=True)
 @click.option("--compensation", default="none,gain,stretch", show_default=True)
 @click.option("--lr", type=float, default=0.1, show_default=True)
-def explore_cmd(out_dir, params_file, timings, coarseness, tau_on, tau_off, compensation, lr):
+@click.option("--force", is_flag=True, help="Overwrite an earlier map in --out.")
+def explore_cmd(out_dir, params_file, timings, coarseness, tau_on, tau_off, compensation, lr, force):
     """Map timing model x W x tau_on x tau_off x compensation by the design helper's exact
     per-update predictions (OUR model): which points meet the necessary conditions for the paper's
     findings (large N better; the gap matters more at small N). Cheap (seconds); promising points
@@ -40,7 +41,8 @@ def explore_cmd(out_dir, params_file, timings, coarseness, tau_on, tau_off, comp
     from ..devices import build_device
     from ..devices.timing import TIMINGS
     from ..devices.trends import require_trends
-    from ..design.explore import explore, write_map
+    from ..design.explore import explore, map_outputs, write_map
+    from ..outfiles import check_outputs
 
     base = build_device("ctf", params_file, {})
     require_trends(base, params_file or "the illustrative preset")
@@ -48,9 +50,10 @@ def explore_cmd(out_dir, params_file, timings, coarseness, tau_on, tau_off, comp
     for t in tms:
         if t not in TIMINGS:
             raise CtfrpuError(f"unknown timing model {t!r}; choose from {', '.join(TIMINGS)}")
+    check_outputs(map_outputs(out_dir), inputs=[params_file], force=force)      # before the work
     pts = explore(base, tms, _floats(coarseness, "coarseness"), _floats(tau_on, "tau-on"), _floats(tau_off, "tau-off"),
                   tuple(c.strip() for c in compensation.split(",") if c.strip()), lr=lr)
-    paths = write_map(pts, Path(out_dir))
+    paths = write_map(pts, Path(out_dir), force=True)          # (checked above)
     good = [p for p in pts if p.promising]
     click.echo(f"{len(good)} of {len(pts)} points meet both necessary conditions (OUR model, predictions):")
     for p in good:

@@ -34,7 +34,7 @@ import numpy as np
 from .helper import _train, evaluate_design
 from ..devices import CTFDevice
 from ..errors import CtfrpuError
-from ..outfiles import output_dir
+from ..outfiles import check_outputs, figure_outputs, output_dir
 from ..plotting import pyplot, save_figure, write_csv
 
 DEFAULT_TIMINGS = ("slot", "burst", "train")
@@ -144,12 +144,20 @@ def map_figure(points: list[MapPoint], mark: tuple[float, float, float] | None =
     return fig
 
 
-def write_map(points: list[MapPoint], out_dir, mark: tuple[float, float, float] | None = None) -> list:
-    """``explore_map.csv`` and ``explore_map.png`` (+ .svg) into ``out_dir``, atomically; returns the paths."""
+def write_map(points: list[MapPoint], out_dir, mark: tuple[float, float, float] | None = None, force: bool = False,
+              inputs=()) -> list:
+    """``explore_map.csv`` and ``explore_map.png`` (+ .svg) into ``out_dir``, atomically; returns the paths.
+    Earlier files of that name are replaced only with ``force`` (:func:`ctfrpu.outfiles.check_outputs`)."""
+    check_outputs(map_outputs(out_dir), inputs=inputs, force=force)
     out = output_dir(out_dir)
     rows = [p.row() for p in points]
     csv_path = write_csv(out / "explore_map.csv", list(rows[0]), [list(r.values()) for r in rows])
     return [csv_path, *save_figure(map_figure(points, mark), out / "explore_map", dpi=130)]
+
+
+def map_outputs(out_dir) -> list:
+    """The files :func:`write_map` writes into ``out_dir``."""
+    return figure_outputs(out_dir, "explore_map")
 
 
 def preset_point(device: CTFDevice, t_on: float = 5e-3) -> tuple[float, float, float]:

@@ -24,6 +24,7 @@ from ..devices.ctf import CTFDevice
 from ..devices.ctf_fast import train_dvt
 from ..devices.pulses import MAX_PULSES, check_gaps, pw_grid  # noqa: F401 (re-exported)
 from ..errors import CtfrpuError
+from ..outfiles import check_outputs, figure_outputs
 from ..outfiles import output_dir as out_dir
 from ..plotting import MARKERS, STYLE, caption, pyplot, save_figure, time_label, write_csv
 
@@ -102,8 +103,12 @@ def plot(res: Response, source: str):
     return fig
 
 
-def run(device: CTFDevice, out: str | Path, source: str = "illustrative preset", **kw) -> tuple[Response, list[Path]]:
-    """Compute, write ``device_response.csv`` and ``device_response.png/.svg`` into ``out``."""
+def run(device: CTFDevice, out: str | Path, source: str = "illustrative preset", force: bool = False,
+        inputs=(), **kw) -> tuple[Response, list[Path]]:
+    """Compute, write ``device_response.csv`` and ``device_response.png/.svg`` into ``out``. Earlier files of that
+    name are replaced only with ``force``; an output that is one of ``inputs`` is refused
+    (checked before anything is computed)."""
+    check_outputs(figure_outputs(out, "device_response"), inputs=inputs, force=force)
     res = response(device, **kw)
     d = out_dir(out)
     csv_path = write_csv(d / "device_response.csv", CSV_COLUMNS, res.rows(), comments=(

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..devices.ctf import CTFDevice, pulse_math
 from ..errors import CtfrpuError
+from ..outfiles import check_outputs, figure_outputs
 from ..outfiles import output_dir as out_dir
 from ..plotting import STYLE, caption, pyplot, save_figure, time_label, write_csv
 from .response import noise_free
@@ -146,8 +147,12 @@ def plot(tr: Trace, source: str):
     return fig
 
 
-def run(device: CTFDevice, out: str | Path, source: str = "illustrative preset", **kw) -> tuple[Trace, list[Path]]:
-    """Compute, write ``device_trace.csv`` and ``device_trace.png/.svg`` into ``out``."""
+def run(device: CTFDevice, out: str | Path, source: str = "illustrative preset", force: bool = False,
+        inputs=(), **kw) -> tuple[Trace, list[Path]]:
+    """Compute, write ``device_trace.csv`` and ``device_trace.png/.svg`` into ``out``. Earlier files of that
+    name are replaced only with ``force``; an output that is one of ``inputs`` is refused
+    (checked before anything is computed)."""
+    check_outputs(figure_outputs(out, "device_trace"), inputs=inputs, force=force)
     tr = trace(device, **kw)
     d = out_dir(out)
     csv_path = write_csv(d / "device_trace.csv", CSV_COLUMNS, tr.rows(), comments=(
