@@ -94,10 +94,9 @@ def _finite(a):
 def _mvm(layer, a, out, transposed):
     """out = a W^T (forward) or a W (backward) for the rows of ``a``, with the tile's periphery
     (:meth:`ctfrpu.tile.AnalogTile._mvm`: abs-max scaling, input DAC, output noise, ADC);
-    False if an analog tile's input is not finite."""
-    w = layer[L_W]
-    inp_res, out_res, out_noise = layer[L_IO]
-    if layer[L_ANALOG] and not _finite(a):
+    False if an analog tile's input is not finite. ``layer``: the layer's :func:`_mvm_view`."""
+    w, (inp_res, out_res, out_noise), rng, analog = layer
+    if analog and not _finite(a):
         return False
     nb = a.shape[0]
     if inp_res == 0.0 and out_res == 0.0 and out_noise == 0.0:
@@ -119,12 +118,17 @@ def _mvm(layer, a, out, transposed):
     else:
         y = np.dot(an, w) if transposed else np.dot(an, w.T)
     if out_noise > 0:
-        y = y + out_noise * layer[L_RNG].standard_normal(y.shape)
+        y = y + out_noise * rng.standard_normal(y.shape)
     if out_res > 0:
         y = np.round(y / out_res) * out_res
     for r in range(nb):
         out[r] = y[r] * alpha[r]
     return True
+
+
+def _mvm_view(layer: tuple) -> tuple:
+    """The fields of a layer tuple the products read: (W, I/O periphery, generator, analog flag)."""
+    return layer[L_W], layer[L_IO], layer[L_RNG], layer[L_ANALOG]
 
 
 @numba.njit(cache=True)
@@ -133,11 +137,12 @@ def _sparse_forward(layer, x, y):
     columns W[:, i] with x_i != 0, in increasing i, each a contiguous axpy (MNIST: 19 % of the
     pixels are nonzero; 7 us against 25 us for the dense BLAS product of a 256 x 784 layer, which
     reads all 1.6 MB of W). False if x is not finite (analog input check)."""
-    if layer[L_ANALOG]:
+    w, _, _, analog = layer
+    if analog:
         for i in range(x.size):
             if not np.isfinite(x[i]):
                 return False
-    wt = layer[L_W].T                        # (in, out), C-contiguous for a column-major W
+    wt = w.T                                 # (in, out), C-contiguous for a column-major W
     y[:] = 0.0
     for i in range(x.size):
         v = x[i]
@@ -169,9 +174,12 @@ def _dact(y, act):
     return 1.0 if y > 0 else 0.0
 
 
-def _chunk(fn, layers, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act, sparse0):
+def _chunk(fn, layers, views, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act, sparse0):
     """Train samples order[pos0:pos1] in mini-batches of ``bs`` (pos0 on a batch boundary);
     ``sparse0``: the first layer's forward by :func:`_sparse_forward` (batch 1, column-major W).
+    ``views``: each layer's :func:`_mvm_view`, what the forward and backward passes read -- taking a
+    whole layer tuple out of ``layers`` costs two atomic reference-count updates per array in it
+    (about 30), so it is done once per layer and sample, for the update.
 
     Returns (status, layer, pos, sample, loss): status ST_OK, or the failing kernel's status with
     its layer, the position of its batch and the sample within it (the batch is left in hs / ds for
@@ -188,7 +196,7 @@ def _chunk(fn, layers, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act, spa
         for r in range(nb):
             h0[r] = x[order[pos + r]]
         for k in range(n_layers):                                   # forward
-            layer = layers[k]
+            layer = views[k]
             z = hs[k + 1][:nb]
             if k == 0 and sparse0 and nb == 1:
                 ok = _sparse_forward(layer, hs[0][0], z[0])
@@ -216,7 +224,7 @@ def _chunk(fn, layers, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, act, spa
                 d[r] /= nb
         for k in range(last, 0, -1):                                # backward through the old weights
             dk = ds[k - 1][:nb]
-            if not _mvm(layers[k], ds[k][:nb], dk, True):
+            if not _mvm(views[k], ds[k][:nb], dk, True):
                 return ST_BAD_BACKWARD, k, pos, zero, loss
             hk = hs[k][:nb]
             for r in range(nb):
@@ -285,6 +293,7 @@ class CompiledLoop:
             raise CtfrpuError("compiled training loop: all layers must use one kind of tile and update mode")
         self._fn = pairs[0][0]
         self._layers = tuple(layer for _, layer in pairs)
+        self._views = tuple(_mvm_view(layer) for layer in self._layers)
         self._biases = tuple(model.biases)
         sizes = [self._layers[0][L_W].shape[1]] + [layer[L_W].shape[0] for layer in self._layers]
         self._hs = tuple(np.zeros((batch_size, s)) for s in sizes)
@@ -301,7 +310,7 @@ class CompiledLoop:
         """The first layer's forward reads only the columns of W where x is nonzero (see
         :func:`_sparse_forward`): batch 1, a column-major W (the runner's pulse-exact tiles), no I/O
         periphery, and inputs less than :data:`SPARSE_INPUT` nonzero on average."""
-        self._run = _dispatcher(self._fn, (self._layers, self._biases, self._hs, self._ds, self.x, self.y,
+        self._run = _dispatcher(self._fn, (self._layers, self._views, self._biases, self._hs, self._ds, self.x, self.y,
                                            np.zeros(1, np.int64), 0, 0, 0, 0.0, 0, False))
 
     def run(self, order: np.ndarray, pos0: int, pos1: int, lr: float) -> float:
@@ -309,7 +318,8 @@ class CompiledLoop:
         for tile, layer in zip(self.tiles, self._layers):
             tile.loop_begin(layer)
         try:
-            st, k, pos, bad, loss = self._run(self._fn, self._layers, self._biases, self._hs, self._ds, self.x, self.y,
+            st, k, pos, bad, loss = self._run(self._fn, self._layers, self._views, self._biases, self._hs, self._ds,
+                                         self.x, self.y,
                                          order, int(pos0), int(pos1), self.batch_size, float(lr), self._act,
                                          self.sparse_input)
         finally:
