@@ -10,8 +10,8 @@ samples (pulses per sample grow as training proceeds, so a fresh model understat
 * phases   -- the (x, d) of ``--record`` samples are recorded per layer (through the reference
   engine's ``tile.update``) and each layer's exact update is re-timed on them, split into
   prepare (validate, gains, probabilities), trains (drawing the row/column trains and bucketing
-  them, including prepare), list (the flat coincidence list of :func:`ctfrpu.kernels.exact.coincidences`)
-  and apply (the device pulses: the kernel total minus trains and list); each the best of
+  them, including prepare), list (the flat coincidence list of :func:`ctfrpu.kernels.exact.coincidences`,
+  built once after each sample's draw: draw + list minus draw) and apply (the device pulses: the kernel total minus trains and list); each the best of
   ``--rounds`` passes, the tile's state restored before each pass.
 
 Components are measured separately, so they need not add up exactly. Times depend on the machine;
@@ -147,8 +147,9 @@ def main() -> None:
         nb = len(X)
         tp = best(lambda: _time_prepare(X, D, ctl, bufs), a.rounds) / nb
         tt = best(lambda: _time_trains(X, D, ctl, bufs), a.rounds) / nb
-        reps = 5
-        tl = (best(lambda: _time_list(X, D, ctl, bufs, t._cells, reps), a.rounds) / nb - tt) / reps
+        # one build per drawn sample, as in the kernels (repeated builds of one sample's list ran
+        # from warm caches and understated it by about half)
+        tl = best(lambda: _time_list(X, D, ctl, bufs, t._cells, 1), a.rounds) / nb - tt
         s0 = t._stats[kx.S_COINC]
         restore()
         fn(X, D, ctl, t._w, t._cells, dev, bufs, t._stats)

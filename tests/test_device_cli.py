@@ -180,5 +180,5 @@ def test_output_over_the_parameter_file_is_refused(tmp_path, capsys):
     params = tmp_path / "device_response.csv"
     params.write_text("# not really a CSV\n")
     rc, _, err = run(capsys, "device", "response", "--device-params", str(params), "--out", str(tmp_path), "--force")
-    assert rc == 2
+    assert rc == 2 and "is the input" in err
     assert params.read_text() == "# not really a CSV\n"
