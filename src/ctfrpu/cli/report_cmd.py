@@ -256,7 +256,8 @@ def reproduce(profile, store_path, out_dir, workers, scheduler, device_params, d
     1000}, t_gap in {0.1, 100} us, with/without OUR compensation, 2 seeds, FP baseline, the ablation
     on MNIST at N = 1000 with update statistics, then the report -- `make reproduce` in a fresh
     clone took 8 min 21 s with the install and the cold numba cache (2026-12-03, 2 idle cores,
-    compiled training loop; 4 min 34 s on a faster 2-core machine, 2026-12-04); its accuracies are pre-convergence (see the report).
+    compiled training loop; on a faster 2-core machine, 2026-12-04: 4 min 34 s, then 4 min 0 s
+    after that day's kernel changes); its accuracies are pre-convergence (see the report).
 
     medium: the same with 8,000 samples, 3 seeds and the ablation on both
     datasets -- 11-26 min on 2 cores.
