@@ -172,7 +172,8 @@ def trace_cmd(pulses, pw, gap, erase, vt0, e0, samples, params_file, out, force)
     from ..lab import trace as dt
 
     dev = _ctf(params_file)
-    tr, paths = dt.run(dev, out, source=_source(params_file), force=force, inputs=[params_file], n=_int(pulses, "--pulses", 1), pw=_time(pw, "--pw"),
+    tr, paths = dt.run(dev, out, source=_source(params_file), force=force, inputs=[params_file],
+                       n=_int(pulses, "--pulses", 1), pw=_time(pw, "--pw"),
                        gap=_time(gap, "--gap", positive=False), sign=-1.0 if erase else 1.0,
                        vt0=None if vt0 is None else _float(vt0, "--vt0"), e0=_float(e0, "--e0", 0.0, 1.0),
                        samples=_int(samples, "--samples", 2))

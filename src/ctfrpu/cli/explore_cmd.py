@@ -13,7 +13,8 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
     from ..units import parse_time
 
     try:
-        vals = tuple(parse_time(v.strip(), what) if what != "coarseness" else float(v) for v in text.split(",") if v.strip())
+        vals = tuple(parse_time(v.strip(), what) if what != "coarseness" else float(v)
+                     for v in text.split(",") if v.strip())
     except ValueError:
         raise CtfrpuError(f"--{what}: expected a comma-separated list, got {text!r}") from None
     if not vals or any(not v > 0 for v in vals):

@@ -73,8 +73,10 @@ def config_from_cli(config_file, options: dict, sets: tuple[str, ...]):
 @click.option("--pw-mode", help="on_time (pw = t_on/N) | fixed_pw  [on_time]")
 @click.option("--t-on", help="ON-time budget per train in on_time mode, with a unit  [5ms]")
 @click.option("--pw", help="Pulse width in fixed_pw mode, with a unit  [5us]")
-@click.option("--update-mode", help="exact | expected | gaussian | factorial (the 2x2 ablation; needs update.bias_pulses)  [exact]")
-@click.option("--compensation", help="none | gain | stretch (our pulse-train design compensation: more pulses, or longer ones)  [none]")
+@click.option("--update-mode",
+              help="exact | expected | gaussian | factorial (the 2x2 ablation; needs update.bias_pulses)  [exact]")
+@click.option("--compensation",
+              help="none | gain | stretch (our pulse-train design compensation: more pulses, or longer ones)  [none]")
 @click.option("--name", help="Label of the run.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Any config key, e.g. --set device.params.dv_std=0.2 (repeatable).")

@@ -152,8 +152,8 @@ def apply(w, cells, dev, bufs, t0, rec, out):
         kx.prefetch_ahead(cells, w, pj, pi, cnt)
         stamp = stamp_base + j
         s = sx[i] * sd[j]
-        pol = np.uint64(2) if s <= 0 else np.uint64(1)   # unsigned indices: no negative-index wraparound
-        o = sign_offset(s)
+        o = sign_offset(s)                      # 0 program, 4 erase (unsigned: no negative-index wraparound)
+        pol = np.uint64(1) + (o >> np.uint64(2))   # its timing-table row: 1 program, 2 erase
         cell = cells[j, i]
         prev = last_row[i]
         same = stamp_row[i] == stamp            # cell already pulsed in this update

@@ -105,9 +105,9 @@ def plot(res: Response, source: str):
 
 def run(device: CTFDevice, out: str | Path, source: str = "illustrative preset", force: bool = False,
         inputs=(), **kw) -> tuple[Response, list[Path]]:
-    """Compute, write ``device_response.csv`` and ``device_response.png/.svg`` into ``out``. Earlier files of that
-    name are replaced only with ``force``; an output that is one of ``inputs`` is refused
-    (checked before anything is computed)."""
+    """Compute, write ``device_response.csv`` and ``device_response.png/.svg`` into ``out``. Earlier
+    files of that name are replaced only with ``force``; an output that is one of ``inputs`` is
+    refused (checked before anything is computed)."""
     check_outputs(figure_outputs(out, "device_response"), inputs=inputs, force=force)
     res = response(device, **kw)
     d = out_dir(out)

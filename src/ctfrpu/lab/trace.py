@@ -149,9 +149,9 @@ def plot(tr: Trace, source: str):
 
 def run(device: CTFDevice, out: str | Path, source: str = "illustrative preset", force: bool = False,
         inputs=(), **kw) -> tuple[Trace, list[Path]]:
-    """Compute, write ``device_trace.csv`` and ``device_trace.png/.svg`` into ``out``. Earlier files of that
-    name are replaced only with ``force``; an output that is one of ``inputs`` is refused
-    (checked before anything is computed)."""
+    """Compute, write ``device_trace.csv`` and ``device_trace.png/.svg`` into ``out``. Earlier
+    files of that name are replaced only with ``force``; an output that is one of ``inputs`` is
+    refused (checked before anything is computed)."""
     check_outputs(figure_outputs(out, "device_trace"), inputs=inputs, force=force)
     tr = trace(device, **kw)
     d = out_dir(out)

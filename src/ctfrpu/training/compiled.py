@@ -310,8 +310,8 @@ class CompiledLoop:
         """The first layer's forward reads only the columns of W where x is nonzero (see
         :func:`_sparse_forward`): batch 1, a column-major W (the runner's pulse-exact tiles), no I/O
         periphery, and inputs less than :data:`SPARSE_INPUT` nonzero on average."""
-        self._run = _dispatcher(self._fn, (self._layers, self._views, self._biases, self._hs, self._ds, self.x, self.y,
-                                           np.zeros(1, np.int64), 0, 0, 0, 0.0, 0, False))
+        self._run = _dispatcher(self._fn, (self._layers, self._views, self._biases, self._hs, self._ds, self.x,
+                                           self.y, np.zeros(1, np.int64), 0, 0, 0, 0.0, 0, False))
 
     def run(self, order: np.ndarray, pos0: int, pos1: int, lr: float) -> float:
         """Train ``order[pos0:pos1]`` with learning rate ``lr``; returns the summed cross-entropy."""
