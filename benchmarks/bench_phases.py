@@ -32,6 +32,7 @@ import numba
 import numpy as np
 
 from bench_ctf_training import Ctfrpu, load, run_config
+from ctfrpu.kernels import bundle as kb
 from ctfrpu.kernels import exact as kx
 from ctfrpu.kernels.trains import prepare
 
@@ -39,7 +40,7 @@ from ctfrpu.kernels.trains import prepare
 @numba.njit
 def _time_prepare(X, D, ctl, bufs):
     _, _, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl
-    p, q, sx, sd = bufs[0], bufs[1], bufs[2], bufs[3]
+    p, q, sx, sd = bufs[kb.B_P], bufs[kb.B_Q], bufs[kb.B_SX], bufs[kb.B_SD]
     tot = 0
     for b in range(X.shape[0]):
         bl, _, _ = prepare(X[b], D[b], lrg, dw_min, n, um, blm, p, q, sx, sd)
@@ -60,15 +61,18 @@ def _time_trains(X, D, ctl, bufs):
 def _time_list(X, D, ctl, bufs, cells, reps):
     """Draw each sample once, build its coincidence list ``reps`` times; (coincidences, seconds
     of the list building only)."""
-    slot_ptr, slot_rows, col_ptr, col_slots = bufs[8], bufs[10], bufs[13], bufs[14]
     tot = 0
     for b in range(X.shape[0]):
         _, bl, _, _, _ = kx.draw_sample(X[b], D[b], ctl, b, bufs)
         if bl == 0:
             continue
         for _ in range(reps):
-            pj, _, _ = kx.coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots)
-            tot += pj.size
+            t, j = 0, 0
+            while True:
+                n, t, j = kx.coincidences(cells, bufs, t, j)
+                if n == 0:
+                    break
+                tot += n
     return tot
 
 

@@ -46,7 +46,7 @@ def test_draw_events_tiny_probability_never_fires_and_stays_in_bounds(p):
         cap = (m + 1) * prob.size
         ev_u = np.zeros(cap, dtype=np.int32)
         ev_s = np.zeros(cap, dtype=np.int32)
-        scratch = (np.zeros(prob.size, np.int32), np.zeros(prob.size), np.zeros(prob.size))
+        scratch = (np.zeros(prob.size, np.int32), np.zeros(prob.size, np.uint64), np.zeros(prob.size))
         k = kt.draw_events(prob, m, smap, rs, *scratch, ev_u, ev_s)
         assert 0 <= k <= cap
         assert np.all((ev_s[:k] >= 0) & (ev_s[:k] < m))

@@ -62,7 +62,7 @@ def _draw(prob, m, smap, seed, cap=None):
     ev_s = np.zeros(cap, dtype=np.int32)
     rs = krng.new_state()
     krng.seed(rs, seed)
-    nev = kt.draw_events(prob, m, smap, rs, np.zeros(n, dtype=np.int32), np.zeros(n), np.zeros(n), ev_u, ev_s)
+    nev = kt.draw_events(prob, m, smap, rs, np.zeros(n, dtype=np.int32), np.zeros(n, np.uint64), np.zeros(n), ev_u, ev_s)
     return nev, ev_u[:max(nev, 0)], ev_s[:max(nev, 0)]
 
 
@@ -137,17 +137,33 @@ def test_counting_sorts_match_numpy():
         assert np.array_equal(unit_slots[ptr[u]:ptr[u + 1]], ev_s[ev_u == u])
 
 
+def _segments(cells, bufs):
+    """Every segment of the flat coincidence list, concatenated, and the segment lengths."""
+    from ctfrpu.kernels import exact as kx
+    got, sizes, t, j = [], [], 0, 0
+    while True:
+        n, t, j = kx.coincidences(cells, bufs.args, t, j)
+        if n == 0:
+            return got, sizes
+        sizes.append(n)
+        got += list(zip(bufs.pj[:n].tolist(), bufs.pk[:n].tolist(), bufs.pi[:n].tolist()))
+
+
 @pytest.mark.parametrize("rows_per_slot", [1, 3, 9, None])
-def test_coincidence_list_matches_the_csr_walk(rows_per_slot):
+@pytest.mark.parametrize("small", [False, True])
+def test_coincidence_list_matches_the_csr_walk(rows_per_slot, small):
     """The flat list copies LIST_UNROLL rows per column event unconditionally: it must still be the
     plain walk columns -> their slots -> the rows at each slot, also when a slot has more rows than
-    that, and when the row buffer is filled to its capacity (the slack covers the reads past it)."""
+    that, and when the row buffer is filled to its capacity (the slack covers the reads past it).
+    With a small pulse buffer (``small``) the list comes in several segments of whole column events
+    that concatenate to the same walk."""
     from ctfrpu.kernels import bundle as kb
     from ctfrpu.kernels import exact as kx
     assert kb.ROW_SLACK >= kx.LIST_UNROLL
     rng = np.random.default_rng(rows_per_slot or 0)
     n_in, n_out, bl = 40, 7, 25
     bufs = kb.TrainBuffers(n_out, n_in, bl)
+    assert bufs.cap_p >= n_in              # one column event always fits in a segment
     nr = bufs.cap_r if rows_per_slot is None else bl * rows_per_slot     # None: the buffer full
     ev_u = rng.integers(0, n_in, nr).astype(np.uint32)
     ev_s = np.sort(rng.integers(0, bl, nr)).astype(np.uint32)
@@ -159,11 +175,18 @@ def test_coincidence_list_matches_the_csr_walk(rows_per_slot):
     cu, cs = cu[order], cs[order]
     kt.events_by_unit(nc, cu, cs, n_out, bufs.col_ptr, np.zeros(n_out + 1, np.int32), bufs.col_slots)
     cells = np.zeros((n_out, n_in, 8))
-    pj, pk, pi = kx.coincidences(cells, bufs.slot_ptr, bufs.slot_rows, bufs.col_ptr, bufs.col_slots)
-    want = [(j, k, i) for j, k in zip(cu, cs)
+    want = [(int(j), int(k), int(i)) for j, k in zip(cu, cs)
             for i in bufs.slot_rows[bufs.slot_ptr[k]:bufs.slot_ptr[k + 1]]]
     assert len(want) > 0
-    assert list(zip(pj.tolist(), pk.tolist(), pi.tolist())) == [tuple(int(v) for v in t) for t in want]
+    cap = int(np.diff(bufs.slot_ptr).max()) + 1 if small else bufs.cap_p
+    if small:                              # the smallest buffer the invariant allows
+        for name in ("pj", "pk", "pi"):
+            setattr(bufs, name, np.zeros(cap + kb.ROW_SLACK, np.uint32))
+        bufs._pack()
+    got, sizes = _segments(cells, bufs)
+    assert got == want
+    assert max(sizes) <= cap
+    assert (len(sizes) > 1) == (small and len(want) > cap)
 
 
 def test_prepare_gains_update_and_bl_management():
@@ -312,3 +335,32 @@ def test_unit_mean_without_build_up_term_keeps_the_bits():
         aq = float(rng.normal())
         assert ctf_unit_mean(pp, bl, lin, aq, c, d_gap, d_t, False) == pytest.approx(
             general(pp, bl, lin, aq, c, d_gap, d_t), rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("kind", ["ctf", "ideal", "softbounds"])
+def test_segmented_pulse_list_gives_the_same_update(kind, monkeypatch):
+    """A sample with more coincidences than the pulse buffer holds is applied segment by segment:
+    the same pulses in the same order with the same normals, so the same weights and records, bit
+    for bit, as with one segment (and the same coincidence count)."""
+    from ctfrpu.config import IOConfig, UpdateConfig
+    from ctfrpu.devices import CTFDevice, IdealDevice, PulseTrain
+    from ctfrpu.devices.softbounds import SoftBoundsDevice
+    from ctfrpu.kernels import bundle as kb
+    from ctfrpu.tile import AnalogTile
+    device = {"ctf": CTFDevice(), "ideal": IdealDevice(rate=3000.0, dw_min_std=0.3),
+              "softbounds": SoftBoundsDevice()}[kind]
+    train = PulseTrain.from_on_time(300, 5e-3, 1e-6)
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0.2, 1.0, (6, 40))
+    D = rng.normal(0.0, 1.0, (6, 12))
+    out = []
+    for cap in (kb.PULSE_CAPACITY, 1):          # 1: segments of one column event (cap_p = in_size)
+        monkeypatch.setattr(kb, "PULSE_CAPACITY", cap)
+        tile = AnalogTile(12, 40, device, train, UpdateConfig(mode="exact"), IOConfig(), np.random.default_rng(0))
+        assert tile._bufs.cap_p == max(cap, 40)
+        for x, d in zip(X, D):
+            tile.update(x, d, 0.5)
+        out.append((tile._w.copy(), tile._cells.copy(), tile.stats["pulses"]))
+    (w0, c0, n0), (w1, c1, n1) = out
+    assert n0 == n1 and n0 > 40 * 6            # many segments per sample at cap 1
+    assert np.array_equal(w0, w1) and np.array_equal(c0, c1)

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import CtfrpuError
 from ..kernels import exact as kx
 from ..kernels import rng as _rng
+from ..kernels.bundle import B_COLS_IDX, B_P, B_PI, B_PJ, B_PK, B_Q, B_ROWS_IDX, B_RS, B_SD, B_SX, B_Z
 from ..kernels.cells import C_E, C_HI, C_KS, C_LO, C_TLAST, C_VT
 from ..kernels.expected import VAR_GRID, active_either, active_units, interp_table
 from ..kernels.trains import ST_OK, check_batch, prepare
@@ -121,7 +122,7 @@ def pulse_vec(vt, e0, sign, kscale, lo, hi, cst, mi, xi, vt_out, e_out):
 # ----------------------------------------------------------------------------- exact mode
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", **kx.NO_NRT)
 def apply(w, cells, dev, bufs, t0, rec, out):
     """One CTF pulse per coincidence of the drawn sample, each cell's pulses in time order; returns
     the number applied. cells[j, i] = (vt, e, t_last, kscale, lo, hi, -, -) (:mod:`ctfrpu.kernels.cells`).
@@ -134,62 +135,67 @@ def apply(w, cells, dev, bufs, t0, rec, out):
     unique per (sample, column): no O(cells) reset per update. With ``rec`` the events go to ``out``.
     """
     cst, mi, tab, pw, period, carry, by_slot, tau_off, vt_ref, v_unit, last_row, stamp_row, stamp_counter = dev
-    (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
+    sx, sd, pj, pk, pi, z = bufs[B_SX], bufs[B_SD], bufs[B_PJ], bufs[B_PK], bufs[B_PI], bufs[B_Z]
     r_row, r_col, r_slot, r_sign, r_dw, r_dvt, r_e0 = out
-    pj, pk, pi = kx.coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    n_p = pj.size
     n_out = w.shape[0]
     m = cst[C_M]
     inv_norm = 1.0 / cst[C_NORM]
     dv_std = cst[C_DVSTD]
     inv_unit = 1.0 / v_unit
-    z = kx.pulse_normals(dv_std > 0.0, n_p, rs)
     stamp_base = stamp_counter[0]
-    for cnt in range(n_p):
-        j = pj[cnt]
-        k = pk[cnt]
-        i = pi[cnt]
-        kx.prefetch_ahead(cells, w, pj, pi, cnt)
-        stamp = stamp_base + j
-        s = sx[i] * sd[j]
-        o = sign_offset(s)                      # 0 program, 4 erase (unsigned: no negative-index wraparound)
-        pol = np.uint64(1) + (o >> np.uint64(2))   # its timing-table row: 1 program, 2 erase
-        cell = cells[j, i]
-        prev = last_row[i]
-        same = stamp_row[i] == stamp            # cell already pulsed in this update
-        # Branch-free in `same` (true for half the pulses of a 10 x 128 layer, unpredictable):
-        # 0/1 factors instead of conditionals; e_prev * tab * 0.0 + tab is exactly tab (e, tab >= 0).
-        us = np.uint64(same)
-        pos = np.uint64(k) if by_slot else (np.uint64(prev) + np.uint64(1)) * us
-        g = (pos - np.uint64(prev)) * us
-        tstart = t0 + pos * period
-        e0 = cell[C_E] * tab[0, g] * np.float64(us) + tab[pol, g]
-        if carry and not same:
-            e0 = cell[C_E] * math.exp(-(tstart - cell[C_TLAST]) / tau_off) + tab[pol, 0]
-        xi = z[cnt] if dv_std > 0.0 else 0.0
-        old = cell[C_VT]
-        vt_new, e_new = pulse_s(old, e0, s, cell[C_KS], cell[C_LO], cell[C_HI], cst[o], cst[o + 1], cst[o + 2],
-                                cst[o + 3], mi, m, inv_norm, dv_std, xi)
-        cell[C_VT] = vt_new
-        cell[C_E] = e_new
-        cell[C_TLAST] = tstart + pw
-        nw = (vt_new - vt_ref) * inv_unit
-        if rec:
-            r_row[cnt] = i
-            r_col[cnt] = j
-            r_slot[cnt] = k
-            r_sign[cnt] = s
-            r_dw[cnt] = nw - w[j, i]
-            r_dvt[cnt] = vt_new - old
-            r_e0[cnt] = e0
-        w[j, i] = nw
-        stamp_row[i] = stamp
-        last_row[i] = pos
+    done, t, jc = 0, 0, 0
+    while True:
+        n_p, t, jc = kx.coincidences(cells, bufs, t, jc)
+        if n_p == 0:
+            break
+        kx.pulse_normals(dv_std > 0.0, n_p, bufs)
+        for cnt in range(n_p):
+            j = pj[cnt]
+            k = pk[cnt]
+            i = pi[cnt]
+            kx.prefetch_ahead(cells, w, pj, pi, cnt, n_p)
+            stamp = stamp_base + j
+            s = sx[i] * sd[j]
+            o = sign_offset(s)                      # 0 program, 4 erase (unsigned: no negative-index wraparound)
+            pol = np.uint64(1) + (o >> np.uint64(2))   # its timing-table row: 1 program, 2 erase
+            cell = cells[j, i]
+            prev = last_row[i]
+            same = stamp_row[i] == stamp            # cell already pulsed in this update
+            # Branch-free in `same` (true for half the pulses of a 10 x 128 layer, unpredictable):
+            # 0/1 factors instead of conditionals; e_prev * tab * 0.0 + tab is exactly tab (e, tab >= 0).
+            us = np.uint64(same)
+            pos = np.uint64(k) if by_slot else (np.uint64(prev) + np.uint64(1)) * us
+            g = (pos - np.uint64(prev)) * us
+            tstart = t0 + pos * period
+            e0 = cell[C_E] * tab[0, g] * np.float64(us) + tab[pol, g]
+            if carry and not same:
+                e0 = cell[C_E] * math.exp(-(tstart - cell[C_TLAST]) / tau_off) + tab[pol, 0]
+            xi = z[cnt] if dv_std > 0.0 else 0.0
+            old = cell[C_VT]
+            vt_new, e_new = pulse_s(old, e0, s, cell[C_KS], cell[C_LO], cell[C_HI], cst[o], cst[o + 1], cst[o + 2],
+                                    cst[o + 3], mi, m, inv_norm, dv_std, xi)
+            cell[C_VT] = vt_new
+            cell[C_E] = e_new
+            cell[C_TLAST] = tstart + pw
+            nw = (vt_new - vt_ref) * inv_unit
+            if rec:
+                r = done + cnt
+                r_row[r] = i
+                r_col[r] = j
+                r_slot[r] = k
+                r_sign[r] = s
+                r_dw[r] = nw - w[j, i]
+                r_dvt[r] = vt_new - old
+                r_e0[r] = e0
+            w[j, i] = nw
+            stamp_row[i] = stamp
+            last_row[i] = pos
+        done += n_p
     stamp_counter[0] += n_out
-    return n_p
+    return done
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **kx.NO_NRT)
 def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
     """Samples ctl.start..B-1 of a batch in order (sample b: stream counter + b, train starting at
     t_start + b t_step); returns (status, sample). With start = 0 the batch is validated first.
@@ -198,7 +204,7 @@ def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
     if st != ST_OK:
         return st, bad
     start, t_start, t_step = ctl[2], ctl[8], ctl[9]
-    out = kx.no_record()
+    out = kx.no_record(bufs)
     for b in range(start, X.shape[0]):
         st, bl, clipped, er, ec = kx.draw_sample(X[b], D[b], ctl, b, bufs)
         if st != ST_OK:
@@ -311,7 +317,8 @@ def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
     var_tabs[bl] is :func:`ctf_var_table` for a sample's BL (Gaussian mode), filled on first use
     (have[bl]); with BL management every sample may have its own BL."""
     base, counter, _, lrg, dw_min, n, um, blm, _, _, gauss, noise_scale = ctl
-    (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, rs, rows, cols) = bufs
+    p, q, sx, sd, rs, rows, cols = (bufs[B_P], bufs[B_Q], bufs[B_SX], bufs[B_SD], bufs[B_RS], bufs[B_ROWS_IDX],
+                                    bufs[B_COLS_IDX])
     cst, mi, vt_ref, v_unit, var_tabs, have = dev
     st, bad = check_batch(X, D, lrg, dw_min, n, um, blm)
     if st != ST_OK:
@@ -456,7 +463,7 @@ def _mean_pass(x, d, ctl_b, ctl_s, cells, cst_b, cst_s, mi, pb, qb, bufs, corr):
     784 x 256 layer) streams from memory and the saturation s(V_T) is common to both. ``pb``, ``qb``:
     scratch for design b's probabilities; design sigma's stay in ``bufs`` (``cst_b`` and ``cst_s``
     share the device's m and norm, checked by the caller)."""
-    (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, _, rows, cols) = bufs
+    p, q, sx, sd, rows, cols = bufs[B_P], bufs[B_Q], bufs[B_SX], bufs[B_SD], bufs[B_ROWS_IDX], bufs[B_COLS_IDX]
     base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl_b
     bl_b, work, _ = prepare(x, d, lrg, dw_min, n, um, blm, pb, qb, sx, sd)
     if not work:             # x = 0, d = 0 or lr = 0: the same for both designs
@@ -519,7 +526,7 @@ def update_factorial(X, D, ctl, w, cells, dev, bufs, stats):
     ci = np.empty(D.shape[1], np.int64)
     pb = np.empty(X.shape[1])
     qb = np.empty(D.shape[1])
-    out = kx.no_record()
+    out = kx.no_record(bufs)
     for b in range(start, X.shape[0]):
         _mean_pass(X[b], D[b], ctl_b, ctl, cells, cst_b, cst_s, mi, pb, qb, bufs, corr)
         nr = _nonzero(X[b], ri)

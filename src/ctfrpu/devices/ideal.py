@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import CtfrpuError
 from ..kernels import exact as kx
 from ..kernels import rng as _rng
+from ..kernels.bundle import B_COLS_IDX, B_P, B_PI, B_PJ, B_PK, B_Q, B_ROWS_IDX, B_RS, B_SD, B_SX, B_Z
 from ..kernels.cells import I_HI, I_LO, I_SCALE
 from ..kernels.expected import active_units
 from ..kernels.trains import ST_OK, check_batch, prepare
@@ -162,46 +163,51 @@ class IdealDevice:
 # (numba; common signatures of ctfrpu.kernels.bundle; cells[j, i] = (scale, lo, hi, -))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", **kx.NO_NRT)
 def apply(w, cells, dev, bufs, t0, rec, out):
     """One pulse per coincidence: dw = s dw_pulse scale (1 + std xi), w <- clip(w + dw, lo, hi);
     returns the number applied. With ``rec`` the events go to ``out``."""
     dw_pulse, std = dev
-    (_, _, sx, sd, _, _, _, _, slot_ptr, _, slot_rows, _, _, col_ptr, col_slots, _, rs, _, _) = bufs
+    sx, sd, pj, pk, pi, z = bufs[B_SX], bufs[B_SD], bufs[B_PJ], bufs[B_PK], bufs[B_PI], bufs[B_Z]
     r_row, r_col, r_slot, r_sign, r_dw, _, _ = out
-    pj, pk, pi = kx.coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots)
-    n_p = pj.size
-    z = kx.pulse_normals(std > 0.0, n_p, rs)
-    for cnt in range(n_p):
-        j = pj[cnt]
-        k = pk[cnt]
-        i = pi[cnt]
-        kx.prefetch_ahead(cells, w, pj, pi, cnt)
-        sdj = sd[j]
-        s = sx[i] * sdj
-        cell = cells[j, i]
-        dw = s * dw_pulse * cell[I_SCALE]
-        if std > 0.0:
-            dw *= 1.0 + std * z[cnt]
-        old = w[j, i]
-        nw = min(max(old + dw, cell[I_LO]), cell[I_HI])
-        w[j, i] = nw
-        if rec:
-            r_row[cnt] = i
-            r_col[cnt] = j
-            r_slot[cnt] = k
-            r_sign[cnt] = s
-            r_dw[cnt] = nw - old
-    return n_p
+    done, t, jc = 0, 0, 0
+    while True:
+        n_p, t, jc = kx.coincidences(cells, bufs, t, jc)
+        if n_p == 0:
+            break
+        kx.pulse_normals(std > 0.0, n_p, bufs)
+        for cnt in range(n_p):
+            j = pj[cnt]
+            k = pk[cnt]
+            i = pi[cnt]
+            kx.prefetch_ahead(cells, w, pj, pi, cnt, n_p)
+            sdj = sd[j]
+            s = sx[i] * sdj
+            cell = cells[j, i]
+            dw = s * dw_pulse * cell[I_SCALE]
+            if std > 0.0:
+                dw *= 1.0 + std * z[cnt]
+            old = w[j, i]
+            nw = min(max(old + dw, cell[I_LO]), cell[I_HI])
+            w[j, i] = nw
+            if rec:
+                r = done + cnt
+                r_row[r] = i
+                r_col[r] = j
+                r_slot[r] = k
+                r_sign[r] = s
+                r_dw[r] = nw - old
+        done += n_p
+    return done
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **kx.NO_NRT)
 def update_exact(X, D, ctl, w, cells, dev, bufs, stats):
     """Samples ctl.start..B-1 of a batch in order; see :func:`ctfrpu.devices.ctf_update.update_exact`."""
     st, bad = kx.check_start(X, D, ctl)
     if st != ST_OK:
         return st, bad
-    out = kx.no_record()
+    out = kx.no_record(bufs)
     for b in range(ctl[2], X.shape[0]):
         st, bl, clipped, er, ec = kx.draw_sample(X[b], D[b], ctl, b, bufs)
         if st != ST_OK:
@@ -219,7 +225,8 @@ def update_expected(X, D, ctl, w, cells, dev, bufs, stats):
     """Mean update BL P dw (and with ctl.gauss Gaussian noise of the exact variance
     dw^2 BL P (1 - P + dw_min_std^2) per cell) of every sample of a batch, in order."""
     base, counter, _, lrg, dw_min, n, um, blm, _, _, gauss, noise_scale = ctl
-    (p, q, sx, sd, _, _, _, _, _, _, _, _, _, _, _, _, rs, rows, cols) = bufs
+    p, q, sx, sd, rs, rows, cols = (bufs[B_P], bufs[B_Q], bufs[B_SX], bufs[B_SD], bufs[B_RS], bufs[B_ROWS_IDX],
+                                    bufs[B_COLS_IDX])
     dw_pulse, std = dev
     st, bad = check_batch(X, D, lrg, dw_min, n, um, blm)
     if st != ST_OK:

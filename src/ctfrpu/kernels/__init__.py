@@ -9,7 +9,8 @@
   bookkeeping); each device's ``apply`` lives in its plug-in (``ctfrpu.devices``);
 * :mod:`.expected` -- what the expected (mean) and Gaussian modes of all devices share;
 * :mod:`.bundle`   -- the typed records (``ctl``, ``bufs``) of the common kernel signature;
-* :mod:`.cells`    -- per-cell records (one cache line per pulse).
+* :mod:`.cells`    -- per-cell records (one cache line per pulse);
+* :mod:`.nrt`      -- the update kernels' numba option: no reference counting.
 
 This package sits BELOW the devices (docs/architecture.md): it knows nothing of any device.
 

@@ -13,6 +13,10 @@ Every device's kernels share one signature (see ``docs/architecture.md``)::
   (opaque to the tile);
 * ``w`` (out, in) weights, ``cells`` (out, in, F) per-cell records, ``stats`` float64[N_STATS].
 
+The update kernels are compiled without numba's reference counting (``_nrt=False``, see
+``docs/architecture.md``): they never allocate, which is why every scratch array, the pulse list
+included, lives here.
+
 Plain tuples, not named tuples: numba types a plain tuple of arrays in its C fast path (~2 us per
 call for 27 values, as for positional arguments), a named tuple in Python (~5 us; measured with
 numba 0.6x on this machine). Kernels unpack them by name on their first line.
@@ -31,7 +35,15 @@ dw_min, N (the pulse count; aihwkit's BL before BL management), update managemen
 start time of sample 0's train, time between trains, Gaussian noise (expected modes), its scale."""
 
 BUF_FIELDS = ("p", "q", "sx", "sd", "buf_i", "buf_f", "ev_unit_r", "ev_slot_r", "slot_ptr", "slot_cursor",
-              "slot_rows", "ev_unit_c", "ev_slot_c", "col_ptr", "col_slots", "smap", "rs", "rows_idx", "cols_idx")
+              "slot_rows", "ev_unit_c", "ev_slot_c", "col_ptr", "col_slots", "smap", "rs", "rows_idx", "cols_idx",
+              "pj", "pk", "pi", "z", "none_i", "none_f", "buf_u")
+(B_P, B_Q, B_SX, B_SD, B_BUF_I, B_BUF_F, B_EV_UNIT_R, B_EV_SLOT_R, B_SLOT_PTR, B_SLOT_CURSOR, B_SLOT_ROWS, B_EV_UNIT_C,
+ B_EV_SLOT_C, B_COL_PTR, B_COL_SLOTS, B_SMAP, B_RS, B_ROWS_IDX, B_COLS_IDX, B_PJ, B_PK, B_PI, B_Z, B_NONE_I,
+ B_NONE_F, B_BUF_U) = range(len(BUF_FIELDS))
+"""Positions in ``bufs`` (kernels read the fields they need as ``bufs[B_...]``, never by unpacking the
+whole tuple). pj/pk/pi/z: one segment of the flat coincidence list and its normals
+(:func:`ctfrpu.kernels.exact.coincidences`); none_i/none_f: empty arrays, the ``out`` of an
+``apply`` that records nothing; buf_u: the live units' train positions while drawing."""
 
 LOOP_FIELDS = ("w", "cells", "dev", "bufs", "stats", "ctl0", "counter", "clock", "io", "rng", "analog")
 """Fields of a layer tuple of the compiled training loop (``tile.loop_layer()``,
@@ -42,7 +54,11 @@ generator, analog flag."""
 
 INITIAL_CAPACITY = 16384
 ROW_SLACK = 4
-"""Entries past the row events' capacity in ``slot_rows`` (>= :data:`ctfrpu.kernels.exact.LIST_UNROLL`)."""
+"""Entries past the row events' capacity in ``slot_rows`` (>= :data:`ctfrpu.kernels.exact.LIST_UNROLL`);
+also past the pulse list's capacity in pj/pk/pi."""
+PULSE_CAPACITY = 16384
+"""Pulses per segment of the flat coincidence list (at least ``in_size``, the most one column event can
+have): a sample with more coincidences is applied in several segments, in the same order."""
 
 
 def make_ctl(base: int, counter: int, start: int, lrg: float, dw_min: float, n: int, um: bool, blm: bool,
@@ -67,7 +83,8 @@ class TrainBuffers:
         self.q = np.zeros(out_size)
         self.sd = np.zeros(out_size)
         self.buf_i = np.zeros(3 * nu + 2 + n, dtype=np.int32)
-        self.buf_f = np.zeros(2 * nu)
+        self.buf_f = np.zeros(nu)
+        self.buf_u = np.zeros(nu, dtype=np.uint64)
         self.col_ptr = np.zeros(out_size + 1, dtype=np.int64)
         self.slot_ptr = np.zeros(n + 1, dtype=np.int64)
         self.slot_cursor = np.zeros(n, dtype=np.int64)
@@ -75,6 +92,13 @@ class TrainBuffers:
         self.rows_idx = np.zeros(in_size, dtype=np.int64)
         self.cols_idx = np.zeros(out_size, dtype=np.int64)
         self.rs = krng.new_state()
+        self.cap_p = max(PULSE_CAPACITY, in_size)
+        self.pj = np.zeros(self.cap_p + ROW_SLACK, dtype=np.uint32)
+        self.pk = np.zeros(self.cap_p + ROW_SLACK, dtype=np.uint32)
+        self.pi = np.zeros(self.cap_p + ROW_SLACK, dtype=np.uint32)
+        self.z = np.zeros(self.cap_p)
+        self.none_i = np.zeros(0, dtype=np.int64)
+        self.none_f = np.zeros(0)
         self.max_r = (n + 1) * in_size
         self.max_c = (n + 1) * out_size
         self.cap_r = min(self.max_r, INITIAL_CAPACITY)

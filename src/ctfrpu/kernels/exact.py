@@ -19,9 +19,13 @@ import numba
 import numpy as np
 
 from . import rng as _rng
+from .bundle import (B_BUF_F, B_BUF_I, B_BUF_U, B_COL_PTR, B_COL_SLOTS, B_EV_SLOT_C, B_EV_SLOT_R, B_EV_UNIT_C, B_EV_UNIT_R,
+                     B_NONE_F, B_NONE_I, B_P, B_PI, B_PJ, B_PK, B_Q, B_RS, B_SD, B_SLOT_CURSOR, B_SLOT_PTR, B_SLOT_ROWS,
+                     B_SMAP, B_SX, B_Z)
 from .prefetch import prefetch
-from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, check_batch, draw_events, events_by_slot,
-                     events_by_unit, prepare)
+from .nrt import NO_NRT
+from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, check_batch, draw_events,
+                     events_by_slot, events_by_unit, prepare)
 
 ST_CAP_ROWS = 4
 ST_CAP_COLS = 5
@@ -31,7 +35,7 @@ S_UPDATES, S_COINC, S_ROW_PULSES, S_COL_PULSES, S_CLIPPED, S_RESERVED = range(6)
 N_STATS = 6
 
 __all__ = ["ST_OK", "ST_BAD_X", "ST_BAD_D", "ST_PROB", "ST_CAP_ROWS", "ST_CAP_COLS", "draw_sample", "check_start",
-           "account", "coincidences", "prefetch_ahead", "pulse_normals", "no_record"]
+           "account", "coincidences", "prefetch_ahead", "pulse_normals", "no_record", "NO_NRT"]
 
 
 PREFETCH_AHEAD = 24
@@ -45,11 +49,22 @@ usually below it, so the copy has no data-dependent loop exit; the extra entries
 or sliced off). The row buffers carry this much slack (:class:`~ctfrpu.kernels.bundle.TrainBuffers`)."""
 
 
-@numba.njit(cache=True, error_model="numpy")
-def coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots):
-    """The coincidences of the drawn sample as flat arrays (j, k, i) -- column, slot, row -- in the
-    order every device's ``apply`` applies them: by column, then slot, then row, so each cell sees
-    its pulses in time order. The first :data:`PREFETCH_AHEAD` cells are prefetched.
+@numba.njit(cache=True, inline="always")
+def _prefetch_first(cells, pj, pi, n):
+    n_f = cells.shape[2]
+    for c in range(min(PREFETCH_AHEAD, n)):
+        prefetch(cells, (pj[c] * cells.shape[1] + pi[c]) * n_f)
+
+
+@numba.njit(cache=True, error_model="numpy", **NO_NRT)
+def coincidences(cells, bufs, t, j):
+    """The next segment of the drawn sample's coincidences as flat arrays (j, k, i) -- column, slot,
+    row -- in ``bufs``' pj, pk, pi, in the order every device's ``apply`` applies them: by column,
+    then slot, then row, so each cell sees its pulses in time order. The segment starts at column
+    event ``t`` (of column ``j``) and takes whole column events while they fit in the buffers'
+    capacity (>= in_size, so at least one always fits). Returns (pulses in the segment, t and j to
+    continue from); 0 pulses: none left. Start with t = j = 0. The segment's first
+    :data:`PREFETCH_AHEAD` cells are prefetched.
 
     Why flat: walking the CSR (columns -> their ON slots -> the rows ON at each) costs a
     mispredicted loop exit per column event (1.9 rows per event on a 784 x 256 layer), paid once
@@ -57,57 +72,65 @@ def coincidences(cells, slot_ptr, slot_rows, col_ptr, col_slots):
     ahead overlap the arithmetic of this one (a 784 x 256 tile's records, 13 MB, do not stay in
     cache between updates; a separate loading pass cost as much as the pulses themselves). Here,
     each column event copies :data:`LIST_UNROLL` rows unconditionally and advances by the true
-    count, so the copy itself has no data-dependent exit either (-40 % for this function)."""
-    n_out = cells.shape[0]
-    n_p = 0
-    for t in range(col_ptr[n_out]):
-        k = col_slots[t]
-        n_p += slot_ptr[k + 1] - slot_ptr[k]
-    pj = np.empty(n_p + LIST_UNROLL, np.uint32)      # unsigned: indexing with them needs no wraparound
-    pk = np.empty(n_p + LIST_UNROLL, np.uint32)
-    pi = np.empty(n_p + LIST_UNROLL, np.uint32)
-    c = 0
-    for j in range(n_out):
-        for t in range(col_ptr[j], col_ptr[j + 1]):
+    count, so the copy itself has no data-dependent exit either (-40 % for this function). Why
+    segments: the list lives in preallocated buffers (the kernels do not allocate), and a sample's
+    coincidences have no useful bound (up to N x rows x columns)."""
+    slot_ptr, slot_rows, col_ptr, col_slots = bufs[B_SLOT_PTR], bufs[B_SLOT_ROWS], bufs[B_COL_PTR], bufs[B_COL_SLOTS]
+    pj, pk, pi = bufs[B_PJ], bufs[B_PK], bufs[B_PI]
+    # unsigned throughout: an index that may be negative costs a wraparound test per access
+    one = np.uint64(1)
+    cap = np.uint64(pj.size - LIST_UNROLL)           # (the buffers carry that much slack)
+    n_out = np.uint64(cells.shape[0])
+    c = np.uint64(0)
+    t = np.uint64(t)
+    j = np.uint64(j)
+    while j < n_out:
+        end = np.uint64(col_ptr[j + one])
+        while t < end:
             k = col_slots[t]
-            r0 = slot_ptr[k]
-            nr = slot_ptr[k + 1] - r0
+            r0 = np.uint64(slot_ptr[k])
+            nr = np.uint64(slot_ptr[k + one]) - r0
+            if c + nr > cap:                         # full: this event starts the next segment
+                _prefetch_first(cells, pj, pi, c)
+                return np.int64(c), np.int64(t), np.int64(j)
             for u in range(LIST_UNROLL):
+                cu = c + np.uint64(u)
+                pj[cu] = j
+                pk[cu] = k
+                pi[cu] = slot_rows[r0 + np.uint64(u)]
+            u = np.uint64(LIST_UNROLL)
+            while u < nr:
                 pj[c + u] = j
                 pk[c + u] = k
                 pi[c + u] = slot_rows[r0 + u]
-            for u in range(LIST_UNROLL, nr):
-                pj[c + u] = j
-                pk[c + u] = k
-                pi[c + u] = slot_rows[r0 + u]
+                u += one
             c += nr
-    n_f = cells.shape[2]
-    for c in range(min(PREFETCH_AHEAD, n_p)):
-        prefetch(cells, (pj[c] * cells.shape[1] + pi[c]) * n_f)
-    return pj[:n_p], pk[:n_p], pi[:n_p]
+            t += one
+        j += one
+    _prefetch_first(cells, pj, pi, c)
+    return np.int64(c), np.int64(t), np.int64(j)
 
 
 @numba.njit(cache=True, inline="always")
-def prefetch_ahead(cells, w, pj, pi, c):
-    """Prefetch the record and weight of the cell PREFETCH_AHEAD pulses after pulse ``c``."""
-    a = min(c + PREFETCH_AHEAD, pj.size - 1)
+def prefetch_ahead(cells, w, pj, pi, c, n):
+    """Prefetch the record and weight of the cell PREFETCH_AHEAD pulses after pulse ``c`` of a
+    segment of ``n``."""
+    a = min(c + PREFETCH_AHEAD, n - 1)
     j, i = pj[a], pi[a]
     prefetch(cells, (j * cells.shape[1] + i) * cells.shape[2])
     prefetch(w, (j * w.strides[0] + i * w.strides[1]) >> 3)      # row- or column-major weights
 
 
-@numba.njit(cache=True)
-def pulse_normals(noisy, n, rs):
-    """The n standard normals of the pulses' cycle-to-cycle noise (pulse c uses z[c]), drawn in one
-    tight loop before the pulses: interleaved with the pulse arithmetic the generator ran ~5x slower."""
-    if not noisy:
-        return np.empty(0)
-    z = np.empty(n)
-    _rng.fill_normal(rs, z)
-    return z
+@numba.njit(cache=True, **NO_NRT)
+def pulse_normals(noisy, n, bufs):
+    """The n standard normals of a segment's cycle-to-cycle noise into ``bufs``' z (pulse c uses
+    z[c]), drawn in one tight loop before its pulses: interleaved with the pulse arithmetic the
+    generator ran ~5x slower. Segment after segment, the same stream as for one long list."""
+    if noisy:
+        _rng.fill_normal(bufs[B_RS], bufs[B_Z][:n])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def draw_sample(x, d, ctl, b, bufs):
     """Seed the kernel generator for sample ``counter + b``, prepare and draw its trains (thinned:
     the side with fewer expected pulses in full, the other only on the slots where the first has
@@ -115,14 +138,16 @@ def draw_sample(x, d, ctl, b, bufs):
     columns as CSR by column (col_ptr, col_slots).
 
     Scratch: buf_i int32[3 * max(in, out) + 2 + n] (live units, unit cursor, slot marks),
-    buf_f float64[2 * max(in, out)]; smap uint32[n]; the event buffers are uint32 (unsigned: no
+    buf_f float64[max(in, out)], buf_u uint64[max(in, out)] (live units' skip rates, positions);
+    smap uint32[n]; the event buffers are uint32 (unsigned: no
     negative-index wraparound per access).
     Returns (status, bl, clipped, expected_row_pulses, expected_col_pulses); status ST_OK with
     bl = 0 means nothing to do (x = 0, d = 0 or lr = 0). ``ctl`` and ``bufs``: :mod:`.bundle`.
     """
     base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl
-    (p, q, sx, sd, buf_i, buf_f, ev_unit_r, ev_slot_r, slot_ptr, slot_cursor, slot_rows, ev_unit_c, ev_slot_c,
-     col_ptr, col_slots, smap, rs, _, _) = bufs
+    p, q, sx, sd, rs, smap = bufs[B_P], bufs[B_Q], bufs[B_SX], bufs[B_SD], bufs[B_RS], bufs[B_SMAP]
+    buf_i, buf_f = bufs[B_BUF_I], bufs[B_BUF_F]
+    ev_unit_r, ev_slot_r, ev_unit_c, ev_slot_c = bufs[B_EV_UNIT_R], bufs[B_EV_SLOT_R], bufs[B_EV_UNIT_C], bufs[B_EV_SLOT_C]
     bl, work, clipped = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
     if not work:
         return ST_OK, 0, False, 0.0, 0.0
@@ -131,8 +156,8 @@ def draw_sample(x, d, ctl, b, bufs):
     act_unit = buf_i[:nu]
     cursor_u = buf_i[nu:2 * nu + 1]
     mark = buf_i[2 * nu + 1:2 * nu + 1 + n]
-    act_pos = buf_f[:nu]
-    act_ninv = buf_f[nu:2 * nu]
+    act_pos = bufs[B_BUF_U]
+    act_ninv = buf_f
     er = bl * p.sum()
     ec = bl * q.sum()
     for k in range(bl):
@@ -153,14 +178,14 @@ def draw_sample(x, d, ctl, b, bufs):
         nc_ev = draw_events(q, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit_c, ev_slot_c)
         if nc_ev < 0:
             return ST_CAP_COLS, bl, clipped, er, ec
-    events_by_slot(nr_ev, ev_unit_r, ev_slot_r, bl, slot_ptr, slot_cursor, slot_rows)
-    events_by_unit(nc_ev, ev_unit_c, ev_slot_c, d.size, col_ptr, cursor_u, col_slots)
+    events_by_slot(nr_ev, ev_unit_r, ev_slot_r, bl, bufs[B_SLOT_PTR], bufs[B_SLOT_CURSOR], bufs[B_SLOT_ROWS])
+    events_by_unit(nc_ev, ev_unit_c, ev_slot_c, d.size, bufs[B_COL_PTR], cursor_u, bufs[B_COL_SLOTS])
     return ST_OK, bl, clipped, er, ec
 
 
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def check_start(X, D, ctl):
     """Validate the whole batch before anything is applied (only when starting at sample 0, so a
     bad sample leaves the weights untouched): (status, first bad sample or -1)."""
@@ -180,9 +205,10 @@ def account(stats, cnt, er, ec, clipped):
         stats[S_CLIPPED] += 1
 
 
-@numba.njit(cache=True)
-def no_record():
-    """The ``out`` argument of a device's ``apply`` when no events are recorded."""
-    i0 = np.empty(0, np.int64)
-    f0 = np.empty(0, np.float64)
-    return (i0, i0, i0, f0, f0, f0, f0)
+@numba.njit(cache=True, inline="always")
+def no_record(bufs):
+    """The ``out`` argument of a device's ``apply`` when no events are recorded: empty arrays of
+    ``bufs`` (inlined: arrays handed out of a function compiled without reference counting must
+    not reach one compiled with it)."""
+    e_i, e_f = bufs[B_NONE_I], bufs[B_NONE_F]
+    return (e_i, e_i, e_i, e_f, e_f, e_f, e_f)

@@ -25,6 +25,8 @@ import math
 import numba
 import numpy as np
 
+from .nrt import NO_NRT
+
 _U = np.uint64
 
 
@@ -91,7 +93,7 @@ def _rotl(x, k):
     return (x << _U(k)) | (x >> _U(64 - k))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def seed(rs, s):
     """Seed from an integer s >= 0 (splitmix64 expansion into the four state words)."""
     z = _U(s)
@@ -112,7 +114,7 @@ def mix64(z):
     return z ^ (z >> _U(31))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def seed_stream(rs, base, counter):
     """Seed the generator for stream ``counter`` of a tile whose base seed is ``base``: the state is
     derived from mix64(base + mix64(counter)), so successive samples get unrelated streams and any
@@ -257,7 +259,7 @@ def fill_exponential(rs, out):
     rs[3] = s3
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def fill_normal(rs, out):
     """Fill ``out`` with standard normals (tests, benchmarks)."""
     s0, s1, s2, s3 = rs[0], rs[1], rs[2], rs[3]

@@ -32,6 +32,7 @@ import math
 import numba
 import numpy as np
 
+from .nrt import NO_NRT
 from .rng import exponential_local, next_local
 
 # status codes returned by the kernels
@@ -46,7 +47,7 @@ DENSE_P = 0.25
 than by geometric skipping (one exponential draw, ~3-5 ns, per pulse)."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def check_sample(x, d, lrg, dw_min, n, um, blm):
     """(status, pmax, qmax) of one sample without touching any buffer.
 
@@ -78,7 +79,7 @@ def check_sample(x, d, lrg, dw_min, n, um, blm):
     return ST_OK, pmax, qmax
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def check_batch(X, D, lrg, dw_min, n, um, blm):
     """check_sample over a batch before anything is applied: (status, first bad sample or -1)."""
     for b in range(X.shape[0]):
@@ -88,7 +89,7 @@ def check_batch(X, D, lrg, dw_min, n, um, blm):
     return ST_OK, -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def train_length(xmax, dmax, lrg, dw_min, n, blm):
     """BL: N, or with BL management aihwkit's ceil(lr gain max|x| max|d| / dw_min) capped at N."""
     if not blm:
@@ -100,7 +101,7 @@ def train_length(xmax, dmax, lrg, dw_min, n, blm):
     return max(1, min(n, bl))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def train_gains(xmax, dmax, lrg, dw_min, n, um, blm):
     """(BL, A, B) for a sample with max|x| = xmax > 0, max|d| = dmax > 0: A*B = lrg / (BL dw_min);
     with update management A = sqrt(AB) gamma, B = sqrt(AB) / gamma, gamma = sqrt(dmax / xmax)
@@ -117,7 +118,7 @@ def train_gains(xmax, dmax, lrg, dw_min, n, um, blm):
     return bl, math.sqrt(ab), math.sqrt(ab)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
     """Fill p, q (probabilities), sx = sign(x), sd = -sign(d); return (BL, any_work, clipped).
 
@@ -160,7 +161,7 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
     return bl, True, clipped
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", **NO_NRT)
 def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot):
     """Draw every unit's ON slots among the m slots smap[0] < ... < smap[m-1] (independent
     Bernoulli(prob[u]) per slot; smap = 0..bl-1 for a full train) as events (ev_unit, ev_slot).
@@ -170,7 +171,7 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
     skipping in lock step -- round r draws the r-th pulse of every unit still inside the train, a
     branch-free sweep over a compacted list of live units (a per-unit loop of random length
     mispredicts its exit once per unit). Each unit's events are in increasing slot order.
-    act_*: scratch of size >= prob.size.
+    act_*: scratch of size >= prob.size (act_unit int32, act_pos uint64, act_ninv float64).
     """
     s0 = rs[0]
     s1 = rs[1]
@@ -181,6 +182,9 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
     zero = np.uint64(0)
     cap = np.uint64(ev_unit.size)
     fm = float(m)
+    mu = np.uint64(m)
+    last = mu - one                  # (used only when m > 0)
+    before = zero - one
     k = zero
     na = zero
     status = 0
@@ -201,7 +205,7 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
             else:
                 # compact list of sparse live units (branch-free append)
                 act_unit[na] = u
-                act_pos[na] = -1.0
+                act_pos[na] = before     # "slot -1": the first skip wraps it to the skip itself
                 # skip ~ Geometric(pp) (OFF slots before the next ON one) = floor(E / -log(1 - pp)),
                 # E ~ Exp(1); log(1 - pp) is as accurate as log1p(-pp) to ~1e-16 / pp relative, and
                 # ~4x cheaper. pp = 0 gives ninv = inf: the unit leaves in the first round.
@@ -214,17 +218,19 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
         nb = zero
         for a in range(na):
             ex, s0, s1, s2, s3 = exponential_local(s0, s1, s2, s3)
-            # The skip is clamped to the train length BEFORE the floor: math.floor returns an
-            # int64, and ex / p overflows it for p below ~1e-18 (the wrapped negative position
-            # kept the unit live forever: a hang, or an out-of-bounds smap read). NaN (ex = 0,
-            # ninv = inf) also lands on fm. Any skip >= fm leaves the train, so this is exact.
+            # The skip is clamped to the train length BEFORE the integer conversion: ex / p
+            # overflows an integer for p below ~1e-18 (a wrapped position kept the unit live
+            # forever: a hang, or an out-of-bounds smap read). NaN (ex = 0, ninv = inf) also lands
+            # on fm. Any skip >= fm leaves the train, so this is exact.
             g = ex * act_ninv[a]
             g = g if g < fm else fm
-            pos = act_pos[a] + 1.0 + math.floor(g)
-            live = pos < fm
+            # floor(g) for g in [0, m] is the integer conversion; positions stay integers (unsigned,
+            # modulo 2^64 for the start at "slot -1"): no float round trip on the chain to smap
+            pos = act_pos[a] + one + np.uint64(g)
+            live = pos < mu
             u = act_unit[a]
             ev_unit[k] = u
-            ev_slot[k] = smap[np.uint64(min(pos, fm - 1.0))]
+            ev_slot[k] = smap[min(pos, last)]
             k += one if live else zero
             act_unit[nb] = u
             act_pos[nb] = pos
@@ -238,7 +244,7 @@ def draw_events(prob, m, smap, rs, act_unit, act_pos, act_ninv, ev_unit, ev_slot
     return -1 if status < 0 else np.int64(k)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def active_slots(nev, ev_slot, bl, mark, smap):
     """Sorted distinct slots among ev_slot[:nev] into smap; returns their number. mark: int[bl] scratch."""
     for k in range(bl):
@@ -252,7 +258,7 @@ def active_slots(nev, ev_slot, bl, mark, smap):
     return m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def csr_by_key(n, keys, values, n_keys, ptr, cursor, out):
     """Stable counting sort of n (key, value) pairs into CSR: the values with key k, in input
     order, are out[ptr[k]:ptr[k+1]]. O(n + n_keys)."""
@@ -270,19 +276,19 @@ def csr_by_key(n, keys, values, n_keys, ptr, cursor, out):
         cursor[k] += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def events_by_slot(nev, ev_unit, ev_slot, bl, slot_ptr, cursor, slot_units):
     """Events into CSR by slot: the units ON at slot k are slot_units[slot_ptr[k]:slot_ptr[k+1]]."""
     csr_by_key(nev, ev_slot, ev_unit, bl, slot_ptr, cursor, slot_units)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def events_by_unit(nev, ev_unit, ev_slot, n_units, ptr, cursor, unit_slots):
     """Events into CSR by unit: unit u's slots, ascending, are unit_slots[ptr[u]:ptr[u+1]]."""
     csr_by_key(nev, ev_unit, ev_slot, n_units, ptr, cursor, unit_slots)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, **NO_NRT)
 def count_coincidences(col_ptr, col_slots, n_cols, slot_ptr):
     """Number of coincidences (pulses applied to cells) of the drawn trains."""
     total = 0
