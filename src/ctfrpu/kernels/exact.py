@@ -118,7 +118,6 @@ def prefetch_ahead(cells, w, pj, pi, c, n):
     a = min(c + PREFETCH_AHEAD, n - 1)
     j, i = pj[a], pi[a]
     prefetch(cells, (j * cells.shape[1] + i) * cells.shape[2])
-    prefetch(w, (j * w.strides[0] + i * w.strides[1]) >> 3)      # row- or column-major weights
 
 
 @numba.njit(cache=True, **NO_NRT)
