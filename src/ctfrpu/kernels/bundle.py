@@ -36,14 +36,15 @@ start time of sample 0's train, time between trains, Gaussian noise (expected mo
 
 BUF_FIELDS = ("p", "q", "sx", "sd", "buf_i", "buf_f", "ev_unit_r", "ev_slot_r", "slot_ptr", "slot_cursor",
               "slot_rows", "ev_unit_c", "ev_slot_c", "col_ptr", "col_slots", "smap", "rs", "rows_idx", "cols_idx",
-              "pj", "pk", "pi", "z", "none_i", "none_f", "buf_u")
+              "pj", "pk", "pi", "z", "none_i", "none_f", "buf_u", "ident")
 (B_P, B_Q, B_SX, B_SD, B_BUF_I, B_BUF_F, B_EV_UNIT_R, B_EV_SLOT_R, B_SLOT_PTR, B_SLOT_CURSOR, B_SLOT_ROWS, B_EV_UNIT_C,
  B_EV_SLOT_C, B_COL_PTR, B_COL_SLOTS, B_SMAP, B_RS, B_ROWS_IDX, B_COLS_IDX, B_PJ, B_PK, B_PI, B_Z, B_NONE_I,
- B_NONE_F, B_BUF_U) = range(len(BUF_FIELDS))
+ B_NONE_F, B_BUF_U, B_IDENT) = range(len(BUF_FIELDS))
 """Positions in ``bufs`` (kernels read the fields they need as ``bufs[B_...]``, never by unpacking the
 whole tuple). pj/pk/pi/z: one segment of the flat coincidence list and its normals
 (:func:`ctfrpu.kernels.exact.coincidences`); none_i/none_f: empty arrays, the ``out`` of an
-``apply`` that records nothing; buf_u: the live units' train positions while drawing."""
+``apply`` that records nothing; buf_u: the live units' train positions while drawing; ident:
+0..N-1, the slot map of a full train (never written)."""
 
 LOOP_FIELDS = ("w", "cells", "dev", "bufs", "stats", "ctl0", "counter", "clock", "io", "rng", "analog")
 """Fields of a layer tuple of the compiled training loop (``tile.loop_layer()``,
@@ -89,6 +90,7 @@ class TrainBuffers:
         self.slot_ptr = np.zeros(n + 1, dtype=np.int64)
         self.slot_cursor = np.zeros(n, dtype=np.int64)
         self.smap = np.zeros(n, dtype=np.uint32)
+        self.ident = np.arange(n, dtype=np.uint32)
         self.rows_idx = np.zeros(in_size, dtype=np.int64)
         self.cols_idx = np.zeros(out_size, dtype=np.int64)
         self.rs = krng.new_state()

@@ -19,13 +19,13 @@ import numba
 import numpy as np
 
 from . import rng as _rng
-from .bundle import (B_BUF_F, B_BUF_I, B_BUF_U, B_COL_PTR, B_COL_SLOTS, B_EV_SLOT_C, B_EV_SLOT_R, B_EV_UNIT_C, B_EV_UNIT_R,
-                     B_NONE_F, B_NONE_I, B_P, B_PI, B_PJ, B_PK, B_Q, B_RS, B_SD, B_SLOT_CURSOR, B_SLOT_PTR, B_SLOT_ROWS,
-                     B_SMAP, B_SX, B_Z)
+from .bundle import (B_BUF_F, B_BUF_I, B_BUF_U, B_COL_PTR, B_COL_SLOTS, B_EV_SLOT_C, B_EV_SLOT_R, B_EV_UNIT_C,
+                     B_EV_UNIT_R, B_IDENT, B_NONE_F, B_NONE_I, B_P, B_PI, B_PJ, B_PK, B_Q, B_RS, B_SD, B_SLOT_CURSOR,
+                     B_SLOT_PTR, B_SLOT_ROWS, B_SMAP, B_SX, B_Z)
 from .prefetch import prefetch
 from .nrt import NO_NRT
-from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, check_batch, draw_events,
-                     events_by_slot, events_by_unit, prepare)
+from .trains import (ST_BAD_D, ST_BAD_X, ST_OK, ST_PROB, active_slots, check_batch, check_max, draw_events,
+                     events_by_slot, events_by_unit, prepare_max, sample_max)
 
 ST_CAP_ROWS = 4
 ST_CAP_COLS = 5
@@ -141,13 +141,22 @@ def draw_sample(x, d, ctl, b, bufs):
     smap uint32[n]; the event buffers are uint32 (unsigned: no
     negative-index wraparound per access).
     Returns (status, bl, clipped, expected_row_pulses, expected_col_pulses); status ST_OK with
-    bl = 0 means nothing to do (x = 0, d = 0 or lr = 0). ``ctl`` and ``bufs``: :mod:`.bundle`.
+    bl = 0 means nothing to do (x = 0, d = 0 or lr = 0); ST_BAD_X / ST_BAD_D / ST_PROB for a sample
+    :func:`~ctfrpu.kernels.trains.check_sample` refuses, before any buffer is touched. ``ctl`` and
+    ``bufs``: :mod:`.bundle`.
     """
     base, counter, _, lrg, dw_min, n, um, blm, _, _, _, _ = ctl
     p, q, sx, sd, rs, smap = bufs[B_P], bufs[B_Q], bufs[B_SX], bufs[B_SD], bufs[B_RS], bufs[B_SMAP]
     buf_i, buf_f = bufs[B_BUF_I], bufs[B_BUF_F]
     ev_unit_r, ev_slot_r, ev_unit_c, ev_slot_c = bufs[B_EV_UNIT_R], bufs[B_EV_SLOT_R], bufs[B_EV_UNIT_C], bufs[B_EV_SLOT_C]
-    bl, work, clipped = prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd)
+    # the sample's checks (what check_start did for the whole batch, needed here at batch 1) and
+    # its maxima in one scan
+    st, xmax, dmax = sample_max(x, d)
+    if st == ST_OK:
+        st, _, _ = check_max(xmax, dmax, lrg, dw_min, n, um, blm)
+    if st != ST_OK:
+        return st, 0, False, 0.0, 0.0
+    bl, work, clipped = prepare_max(x, d, xmax, dmax, lrg, dw_min, n, um, blm, p, q, sx, sd)
     if not work:
         return ST_OK, 0, False, 0.0, 0.0
     _rng.seed_stream(rs, base, counter + b)
@@ -159,10 +168,9 @@ def draw_sample(x, d, ctl, b, bufs):
     act_ninv = buf_f
     er = bl * p.sum()
     ec = bl * q.sum()
-    for k in range(bl):
-        smap[k] = k
+    ident = bufs[B_IDENT]
     if ec <= er:
-        nc_ev = draw_events(q, bl, smap, rs, act_unit, act_pos, act_ninv, ev_unit_c, ev_slot_c)
+        nc_ev = draw_events(q, bl, ident, rs, act_unit, act_pos, act_ninv, ev_unit_c, ev_slot_c)
         if nc_ev < 0:
             return ST_CAP_COLS, bl, clipped, er, ec
         m = active_slots(nc_ev, ev_slot_c, bl, mark, smap)
@@ -170,7 +178,7 @@ def draw_sample(x, d, ctl, b, bufs):
         if nr_ev < 0:
             return ST_CAP_ROWS, bl, clipped, er, ec
     else:
-        nr_ev = draw_events(p, bl, smap, rs, act_unit, act_pos, act_ninv, ev_unit_r, ev_slot_r)
+        nr_ev = draw_events(p, bl, ident, rs, act_unit, act_pos, act_ninv, ev_unit_r, ev_slot_r)
         if nr_ev < 0:
             return ST_CAP_ROWS, bl, clipped, er, ec
         m = active_slots(nr_ev, ev_slot_r, bl, mark, smap)
@@ -189,7 +197,7 @@ def check_start(X, D, ctl):
     """Validate the whole batch before anything is applied (only when starting at sample 0, so a
     bad sample leaves the weights untouched): (status, first bad sample or -1)."""
     _, _, start, lrg, dw_min, n, um, blm, _, _, _, _ = ctl
-    if start == 0:
+    if start == 0 and X.shape[0] > 1:          # (one sample: draw_sample checks it before any change)
         return check_batch(X, D, lrg, dw_min, n, um, blm)
     return ST_OK, -1
 

@@ -48,11 +48,8 @@ than by geometric skipping (one exponential draw, ~3-5 ns, per pulse)."""
 
 
 @numba.njit(cache=True, **NO_NRT)
-def check_sample(x, d, lrg, dw_min, n, um, blm):
-    """(status, pmax, qmax) of one sample without touching any buffer.
-
-    pmax/qmax are the unclipped largest row/column probabilities (0 when nothing is to be done).
-    """
+def sample_max(x, d):
+    """(status, max|x|, max|d|) of one sample: ST_BAD_X / ST_BAD_D at the first non-finite value."""
     xmax = 0.0
     for i in range(x.size):
         v = x[i]
@@ -69,6 +66,14 @@ def check_sample(x, d, lrg, dw_min, n, um, blm):
         a = abs(v)
         if a > dmax:
             dmax = a
+    return ST_OK, xmax, dmax
+
+
+@numba.njit(cache=True, **NO_NRT)
+def check_max(xmax, dmax, lrg, dw_min, n, um, blm):
+    """(status, pmax, qmax) of a finite sample with these maxima: ST_PROB if a probability exceeds 1
+    without update management; pmax/qmax the unclipped largest row/column probabilities (0 when
+    nothing is to be done)."""
     if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
         return ST_OK, 0.0, 0.0
     bl, a_gain, b_gain = train_gains(xmax, dmax, lrg, dw_min, n, um, blm)
@@ -77,6 +82,16 @@ def check_sample(x, d, lrg, dw_min, n, um, blm):
     if (not um) and (pmax > 1.0 or qmax > 1.0):
         return ST_PROB, pmax, qmax
     return ST_OK, pmax, qmax
+
+
+@numba.njit(cache=True, **NO_NRT)
+def check_sample(x, d, lrg, dw_min, n, um, blm):
+    """(status, pmax, qmax) of one sample without touching any buffer (:func:`sample_max`, then
+    :func:`check_max`)."""
+    st, xmax, dmax = sample_max(x, d)
+    if st != ST_OK:
+        return st, 0.0, 0.0
+    return check_max(xmax, dmax, lrg, dw_min, n, um, blm)
 
 
 @numba.njit(cache=True, **NO_NRT)
@@ -122,11 +137,7 @@ def train_gains(xmax, dmax, lrg, dw_min, n, um, blm):
 def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
     """Fill p, q (probabilities), sx = sign(x), sd = -sign(d); return (BL, any_work, clipped).
 
-    Assumes :func:`check_sample` passed. The cell sign is sx[i] * sd[j] = -sign(x_i d_j): the
-    weight moves down the gradient. A*B = lrg / (BL dw_min); with update management
-    A = sqrt(AB) gamma, B = sqrt(AB) / gamma, gamma = sqrt(max|d| / max|x|) (aihwkit), else
-    A = B = sqrt(AB). Probabilities are min(1, .) -- clipping can only happen with update
-    management (otherwise check_sample refuses), and is reported.
+    Assumes :func:`check_sample` passed (:func:`prepare_max` with the maxima it found).
     """
     xmax = 0.0
     for i in range(x.size):
@@ -138,6 +149,19 @@ def prepare(x, d, lrg, dw_min, n, um, blm, p, q, sx, sd):
         a = abs(d[j])
         if a > dmax:
             dmax = a
+    return prepare_max(x, d, xmax, dmax, lrg, dw_min, n, um, blm, p, q, sx, sd)
+
+
+@numba.njit(cache=True, **NO_NRT)
+def prepare_max(x, d, xmax, dmax, lrg, dw_min, n, um, blm, p, q, sx, sd):
+    """:func:`prepare` of a sample whose maxima max|x|, max|d| are known.
+
+    The cell sign is sx[i] * sd[j] = -sign(x_i d_j): the weight moves down the gradient. A*B =
+    lrg / (BL dw_min); with update management A = sqrt(AB) gamma, B = sqrt(AB) / gamma,
+    gamma = sqrt(max|d| / max|x|) (aihwkit), else A = B = sqrt(AB). Probabilities are min(1, .) --
+    clipping can only happen with update management (otherwise check_sample refuses), and is
+    reported.
+    """
     if xmax == 0.0 or dmax == 0.0 or lrg == 0.0:
         return n, False, False
     bl, a_gain, b_gain = train_gains(xmax, dmax, lrg, dw_min, n, um, blm)
