@@ -215,10 +215,13 @@ def _chunk(fn, layers, views, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, a
             zr = z[r]
             label = y[order[pos + r]]
             zmax = np.max(zr)
-            p = np.exp(zr - zmax)
-            s = np.sum(p)
+            dr = d[r]
+            for u in range(zr.size):                                # (p = exp(z - max z) in d: no temporaries)
+                dr[u] = np.exp(zr[u] - zmax)
+            s = np.sum(dr)
             loss += np.log(s) + zmax - zr[label]
-            d[r] = p / s
+            for u in range(dr.size):
+                dr[u] /= s
             d[r, label] -= 1.0
             if nb > 1:
                 d[r] /= nb
@@ -245,7 +248,8 @@ def _chunk(fn, layers, views, biases, hs, ds, x, y, order, pos0, pos1, bs, lr, a
             bias = biases[k]
             dk = ds[k][:nb]
             if nb == 1:
-                bias -= lr * dk[0]
+                for u in range(bias.size):                          # (bias -= lr * dk[0], no temporary)
+                    bias[u] -= lr * dk[0, u]
             else:
                 bias -= lr * dk.sum(axis=0)
         pos += nb
